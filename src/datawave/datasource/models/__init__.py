@@ -1,6 +1,7 @@
 """Data shapes shared by every layer."""
 
 from datawave.datasource.models.drift import DriftEvent, DriftKind
+from datawave.datasource.models.events import Event, EventSink
 from datawave.datasource.models.jobs import JobItem, JobStatus, JobView
 from datawave.datasource.models.metadata import (
     ColumnInfo,
@@ -31,6 +32,8 @@ __all__ = [
     "DiscoveryResult",
     "DriftEvent",
     "DriftKind",
+    "Event",
+    "EventSink",
     "ForeignKeyInfo",
     "HealthReport",
     "HealthState",

@@ -1,0 +1,121 @@
+"""The one place where plain classes become Ray actors (cf. Ray Serve's controller factory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from datawave.datasource.actors.jobs import JobManager
+from datawave.datasource.actors.owner import SourceOwner, open_store
+from datawave.datasource.config import DatawaveSettings
+
+__all__ = [
+    "JOBS_NAME",
+    "OwnerActor",
+    "RayOwnerDirectory",
+    "deploy",
+    "job_manager_class",
+    "owner_class",
+    "owner_name",
+    "shutdown",
+    "wait_ready",
+]
+
+JOBS_NAME = "datawave-jobs"
+
+
+def owner_name(shard: int) -> str:
+    return f"datawave-owner-{shard}"
+
+
+class OwnerActor(SourceOwner):
+    """Thin Ray-facing subclass: only adds what a remote caller needs."""
+
+    async def drain(self) -> list[Any]:
+        return self.drain_events()
+
+
+class RayOwnerDirectory:
+    """Finds owner actors by name (cached); used by the JobManager and drivers."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[int, Any] = {}
+
+    def handle(self, shard: int) -> Any:
+        h = self._handles.get(shard)
+        if h is None:
+            h = ray.get_actor(owner_name(shard), namespace=self.namespace)
+            self._handles[shard] = h
+        return h
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.handle(shard), method).remote(*args)
+        except ray.exceptions.RayTaskError as exc:
+            raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
+
+
+class JobsActor(JobManager):
+    def __init__(self, settings: dict[str, Any]) -> None:
+        s = DatawaveSettings.model_validate(settings)
+        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s))
+
+
+def owner_class(settings: DatawaveSettings) -> Any:
+    o = settings.owners
+    opts: dict[str, Any] = {
+        "max_restarts": o.max_restarts,
+        "max_task_retries": o.max_task_retries,
+        "max_concurrency": o.max_concurrency,
+        "num_cpus": o.num_cpus,
+    }
+    if o.memory_mb:
+        opts["memory"] = o.memory_mb * 1024 * 1024
+    return ray.remote(**opts)(OwnerActor)
+
+
+def job_manager_class(settings: DatawaveSettings) -> Any:
+    return ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0)(JobsActor)
+
+
+def deploy(settings: DatawaveSettings, *, detached: bool = True) -> dict[str, Any]:
+    """Create (or find) the owner shards and the job manager; idempotent."""
+    store = open_store(settings, migrate=True)  # migrations run once, here
+    store.close()
+    ns = settings.ray.namespace
+    payload = settings.model_dump(mode="json")
+    lifetime = "detached" if detached else None
+    owner_cls = owner_class(settings)
+    handles: dict[str, Any] = {"owners": []}
+    for shard in range(settings.owners.shards):
+        handles["owners"].append(
+            owner_cls.options(
+                name=owner_name(shard), namespace=ns, lifetime=lifetime, get_if_exists=True
+            ).remote(shard, payload)
+        )
+    handles["jobs"] = job_manager_class(settings).options(
+        name=JOBS_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True
+    ).remote(payload)
+    return handles
+
+
+def wait_ready(handles: dict[str, Any], timeout_s: float = 120) -> list[dict[str, Any]]:
+    pings = [h.ping.remote() for h in handles["owners"]]
+    out = ray.get(pings, timeout=timeout_s)
+    ray.get(handles["jobs"].topology.remote(), timeout=timeout_s)
+    return list(out)
+
+
+def shutdown(settings: DatawaveSettings) -> int:
+    """Kill the core actors of the namespace; returns how many were found."""
+    ns = settings.ray.namespace
+    n = 0
+    for name in [JOBS_NAME] + [owner_name(i) for i in range(settings.owners.shards)]:
+        try:
+            ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
+            n += 1
+        except ValueError:
+            continue
+    return n

@@ -1,0 +1,178 @@
+"""SourceOwner: the plain class behind each sharded owner actor.
+
+One owner holds many sources (those whose id hashes to its shard): their connectors (and so
+their connection pools), a per-source limit and a per-shard discovery limit. Every method is
+idempotent and safe to retry: Ray re-runs a call on a restarted owner (``max_task_retries``).
+The class knows nothing of Ray; :mod:`datawave.datasource.actors.factory` wraps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from datawave.datasource.config import DatawaveSettings
+from datawave.datasource.connectors import Connector, ConnectorRegistry
+from datawave.datasource.engines import DiscoveryEngine, SourceService
+from datawave.datasource.errors import Conflict, NotFound
+from datawave.datasource.models import (
+    Event,
+    HealthReport,
+    HealthState,
+    RunSummary,
+    SourceRecord,
+    SourceSpec,
+    TestReport,
+)
+from datawave.datasource.store import AesGcmSealer, MetadataStore, load_kek
+
+__all__ = ["SourceOwner", "open_store"]
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: DatawaveSettings, *, migrate: bool = False) -> MetadataStore:
+    kek = load_kek(settings.resolved_key_file, create=settings.profile == "dev")
+    return MetadataStore.open(
+        settings.resolved_store_url, sealer=AesGcmSealer(kek), migrate=migrate
+    )
+
+
+class SourceOwner:
+    def __init__(self, shard: int, settings: Mapping[str, Any] | DatawaveSettings) -> None:
+        self.settings = (
+            settings
+            if isinstance(settings, DatawaveSettings)
+            else DatawaveSettings.model_validate(settings)
+        )
+        self.shard = shard
+        self.store = open_store(self.settings)
+        self.registry = ConnectorRegistry()
+        self.sources = SourceService(self.store, self.registry, shards=self.settings.owners.shards)
+        self.events: list[Event] = []
+        self.engine = DiscoveryEngine(self.store, sink=self.events.append, origin="core")
+        self._connectors: dict[str, tuple[int, Connector]] = {}
+        limits = self.settings.owners
+        self._per_source: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(limits.per_source_concurrency)
+        )
+        self._discovery_lock: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._shard_discoveries = asyncio.Semaphore(limits.per_shard_discoveries)
+        self.started_at = datetime.now(UTC)
+        # A restart means runs we had in flight died with the old process.
+        self.interrupted = self.store.interrupt_running(
+            shard=shard, reason=f"owner shard {shard} restarted"
+        )
+        if self.interrupted:
+            log.warning("owner %s: marked %d runs interrupted", shard, self.interrupted)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _own(self, source_id: str) -> SourceRecord:
+        rec = self.store.get_source(source_id)
+        if rec.owner_shard != self.shard:
+            raise NotFound(f"source {source_id} is owned by shard {rec.owner_shard}", kind="source")
+        return rec
+
+    def _connector(self, rec: SourceRecord) -> Connector:
+        cached = self._connectors.get(rec.id)
+        if cached is not None and cached[0] == rec.version:
+            return cached[1]
+        conn = self.sources.connector_for(rec)
+        self._connectors[rec.id] = (rec.version, conn)
+        if cached is not None:
+            asyncio.get_running_loop().create_task(cached[1].close())
+        return conn
+
+    async def _drop_connector(self, source_id: str) -> None:
+        cached = self._connectors.pop(source_id, None)
+        if cached is not None:
+            await cached[1].close()
+
+    def drain_events(self) -> list[Event]:
+        out, self.events[:] = list(self.events), []
+        return out
+
+    # -- API ---------------------------------------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "sources_cached": len(self._connectors),
+            "started_at": self.started_at.isoformat(),
+            "interrupted_on_start": self.interrupted,
+        }
+
+    async def register(self, spec: Mapping[str, Any], source_id: str) -> SourceRecord:
+        parsed = SourceSpec.model_validate(dict(spec)) if not isinstance(spec, SourceSpec) else spec
+        return await asyncio.to_thread(self.sources.register, parsed, source_id=source_id)
+
+    async def update(
+        self, source_id: str, patch: Mapping[str, Any], expected_version: int | None = None
+    ) -> SourceRecord:
+        self._own(source_id)
+        rec = await asyncio.to_thread(
+            self.sources.update, source_id, patch, expected_version=expected_version
+        )
+        await self._drop_connector(source_id)
+        return rec
+
+    async def remove(self, source_id: str, purge: bool = False) -> None:
+        try:
+            rec = self.store.get_source(source_id, include_deleted=purge)
+        except NotFound:
+            if purge:
+                raise
+            return  # already removed: idempotent
+        await self._drop_connector(rec.id)
+        await asyncio.to_thread(self.store.delete_source, rec.id, purge=purge)
+
+    async def test(self, source_id: str) -> TestReport:
+        rec = self._own(source_id)
+        async with self._per_source[rec.id]:
+            report = await self._connector(rec).test_connection()
+        report = report.model_copy(update={"source_id": rec.id, "tested_at": datetime.now(UTC)})
+        await asyncio.to_thread(self.store.record_test, rec.id, report)
+        return report
+
+    async def discover(self, source_id: str, job_id: str | None = None) -> RunSummary:
+        rec = self._own(source_id)
+        attempt = 1
+        if job_id is not None:
+            attempt = len(self.store.list_runs(rec.id, job_id=job_id)) + 1
+        lock = self._discovery_lock[rec.id]
+        if lock.locked() and job_id is None:
+            raise Conflict(f"a discovery of {rec.name} is already running", kind="discovery")
+        async with lock, self._shard_discoveries, self._per_source[rec.id]:
+            return await self.engine.run(
+                rec.id,
+                self._connector(rec),
+                job_id=job_id,
+                attempt=attempt,
+                timeout_s=self.settings.discovery.run_timeout_s,
+            )
+
+    async def check_health(self, source_ids: list[str]) -> list[HealthReport]:
+        """Check many sources in one call (bounded by the per-source limit)."""
+
+        async def one(sid: str) -> HealthReport:
+            try:
+                rec = self._own(sid)
+                async with self._per_source[rec.id]:
+                    rep = await self._connector(rec).check_health()
+            except Exception as exc:  # the report carries the reason, never the call
+                rep = HealthReport(state=HealthState.DOWN, error=str(exc))
+            return rep.model_copy(update={"source_id": sid, "checked_at": datetime.now(UTC)})
+
+        return list(await asyncio.gather(*(one(s) for s in source_ids)))
+
+    async def close(self) -> None:
+        for sid in list(self._connectors):
+            await self._drop_connector(sid)
+        self.store.close()

@@ -1,0 +1,57 @@
+"""Structural fingerprints of tables: equal fingerprints mean nothing to write.
+
+Statistics (row estimates, sizes) are deliberately outside the fingerprint: a table that grows
+has not drifted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import msgpack
+
+from datawave.datasource.models import TableInfo
+
+__all__ = ["fingerprint", "snapshot_fingerprint"]
+
+
+def _canonical(t: TableInfo) -> tuple[object, ...]:
+    return (
+        t.kind.value,
+        t.comment,
+        t.parent,
+        t.partition_key,
+        t.partition_bound,
+        t.definition,
+        [
+            (c.name, c.ordinal, c.data_type, c.nullable, c.default, c.comment, c.generated,
+             c.identity, list(c.enum_values) if c.enum_values is not None else None, c.is_array)
+            for c in t.columns
+        ],  # fmt: skip
+        (t.primary_key.name, list(t.primary_key.columns)) if t.primary_key else None,
+        sorted((u.name or "", list(u.columns)) for u in t.unique_constraints),
+        sorted(
+            (f.name or "", list(f.columns), f.ref_database, f.ref_schema, f.ref_table,
+             list(f.ref_columns), f.on_update, f.on_delete)
+            for f in t.foreign_keys
+        ),  # fmt: skip
+        sorted(
+            (i.name, list(i.columns), i.unique, i.primary, i.predicate, i.method) for i in t.indexes
+        ),
+        sorted((t.properties or {}).items()),
+    )
+
+
+def fingerprint(table: TableInfo) -> str:
+    """32 hex chars of BLAKE2b over a canonical msgpack encoding of the table's structure."""
+    return hashlib.blake2b(msgpack.packb(_canonical(table)), digest_size=16).hexdigest()
+
+
+def snapshot_fingerprint(tables: Mapping[str, str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tables):
+        h.update(name.encode())
+        h.update(b"\x00")
+        h.update(tables[name].encode())
+    return h.hexdigest()

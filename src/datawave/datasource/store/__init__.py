@@ -1,0 +1,35 @@
+"""The metadata store: SQLAlchemy 2 Core + Alembic, SQLite embedded or PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+from datawave.datasource.store.assets import AssetsMixin
+from datawave.datasource.store.changes import ChangeSet, SnapshotRow, TableRow, TableState
+from datawave.datasource.store.ids import asset_id
+from datawave.datasource.store.runs import RunsMixin
+from datawave.datasource.store.sealing import AesGcmSealer, Sealer, load_kek
+from datawave.datasource.store.sources import SourcesMixin
+
+__all__ = [
+    "AesGcmSealer",
+    "ChangeSet",
+    "MetadataStore",
+    "Sealer",
+    "SnapshotRow",
+    "TableRow",
+    "TableState",
+    "asset_id",
+    "load_kek",
+]
+
+
+class MetadataStore(SourcesMixin, AssetsMixin, RunsMixin):
+    """Everything datawave persists. Synchronous; async callers go through a worker thread."""
+
+    @classmethod
+    def open(
+        cls, url: str, *, sealer: Sealer | None = None, migrate: bool = True
+    ) -> MetadataStore:
+        store = cls(url, sealer=sealer)
+        if migrate:
+            store.migrate()
+        return store
