@@ -32,7 +32,7 @@ from datawave.datasource.models import (
 )
 from datawave.datasource.store import MetadataStore
 
-__all__ = ["Client", "JobHandle", "connect", "ray_env"]
+__all__ = ["Client", "JobHandle", "apply_ray_auth", "connect", "ray_env"]
 
 
 def ray_env(settings: DatawaveSettings) -> dict[str, str]:
@@ -42,6 +42,22 @@ def ray_env(settings: DatawaveSettings) -> dict[str, str]:
     if token.exists() and "RAY_AUTH_TOKEN" not in os.environ:
         env["RAY_AUTH_TOKEN_PATH"] = str(token)
     return env
+
+
+def apply_ray_auth(env: Mapping[str, str]) -> None:
+    """Point this process at a cluster token, even when ``ray`` was imported already.
+
+    Ray caches its auth config at import; after changing the variables the cache must be
+    refreshed (what Ray's own test utilities do) or the old token is sent.
+    """
+    os.environ.update(env)
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # older Ray: the variables alone suffice
+        pass
 
 
 def _unwrap(fn: Callable[[], Any]) -> Any:
@@ -191,8 +207,7 @@ def connect(
     """
     settings = settings or load_settings()
     if not ray.is_initialized():
-        for k, v in ray_env(settings).items():
-            os.environ.setdefault(k, v)
+        apply_ray_auth(ray_env(settings))
         addr = address or _recorded_address(settings.state_file) or settings.ray.address or "auto"
         ray.init(address=addr, namespace=settings.ray.namespace, log_to_driver=False, **ray_init)
     if not ray.is_initialized():

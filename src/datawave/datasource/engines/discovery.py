@@ -204,6 +204,14 @@ class DiscoveryEngine:
         t0: float,
         t1: float,
     ) -> RunSummary:
+        if result.failures and not result.complete_schemas:
+            # No table listing completed: a failed run, not a partial one; write nothing.
+            summary = self.store.finish_run(
+                run_id, RunStatus.FAILED, errors=list(result.failures),
+                warnings=list(result.warnings), counters={"queries": result.queries},
+            )  # fmt: skip
+            self._emit("discovery.failed", source_id, run_id, job_id, error=result.failures[0])
+            return summary
         now = datetime.now(UTC)
         cs, counters = plan_changes(self.store, source_id, run_id, result, now)
         t2 = time.perf_counter()
