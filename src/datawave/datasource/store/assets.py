@@ -52,32 +52,56 @@ def _key_json(k: KeyInfo | None) -> Any:
     return None if k is None else {"name": k.name, "columns": list(k.columns)}
 
 
+def _fk_json(f: ForeignKeyInfo) -> dict[str, Any]:
+    return {
+        "name": f.name, "columns": list(f.columns), "ref_database": f.ref_database,
+        "ref_schema": f.ref_schema, "ref_table": f.ref_table, "ref_columns": list(f.ref_columns),
+        "on_update": f.on_update, "on_delete": f.on_delete,
+    }  # fmt: skip
+
+
+def _ix_json(i: IndexInfo) -> dict[str, Any]:
+    return {
+        "name": i.name, "columns": list(i.columns), "unique": i.unique, "primary": i.primary,
+        "predicate": i.predicate, "method": i.method, "definition": i.definition,
+    }  # fmt: skip
+
+
+_TABLE_FIELDS = (
+    "id", "source_id", "database", "schema", "name", "kind", "comment", "parent", "partition_key",
+    "partition_bound", "definition", "row_estimate", "size_bytes", "column_count", "primary_key",
+    "unique_constraints", "foreign_keys", "indexes", "properties", "fingerprint",
+    "first_seen_at", "updated_at",
+)  # fmt: skip
+
+
 def _table_values(source_id: str, row: TableRow, now: Any) -> dict[str, Any]:
+    """Row values with JSON columns as Python objects (for SQLAlchemy statements)."""
     t = row.table
     return {
-        "id": row.id,
-        "source_id": source_id,
-        "database": t.database,
-        "schema": t.schema_name,
-        "name": t.name,
-        "kind": t.kind.value,
-        "comment": t.comment,
-        "parent": t.parent,
-        "partition_key": t.partition_key,
-        "partition_bound": t.partition_bound,
-        "definition": t.definition,
-        "row_estimate": t.row_estimate,
-        "size_bytes": t.size_bytes,
-        "column_count": len(t.columns),
-        "primary_key": _key_json(t.primary_key),
+        "id": row.id, "source_id": source_id, "database": t.database, "schema": t.schema_name,
+        "name": t.name, "kind": t.kind.value, "comment": t.comment, "parent": t.parent,
+        "partition_key": t.partition_key, "partition_bound": t.partition_bound,
+        "definition": t.definition, "row_estimate": t.row_estimate, "size_bytes": t.size_bytes,
+        "column_count": len(t.columns), "primary_key": _key_json(t.primary_key),
         "unique_constraints": [_key_json(u) for u in t.unique_constraints],
-        "foreign_keys": [fk.model_dump(mode="json") for fk in t.foreign_keys],
-        "indexes": [ix.model_dump(mode="json") for ix in t.indexes],
-        "properties": t.properties or None,
-        "fingerprint": row.fingerprint,
-        "first_seen_at": now,
-        "updated_at": now,
-    }
+        "foreign_keys": [_fk_json(fk) for fk in t.foreign_keys],
+        "indexes": [_ix_json(ix) for ix in t.indexes], "properties": t.properties or None,
+        "fingerprint": row.fingerprint, "first_seen_at": now, "updated_at": now,
+    }  # fmt: skip
+
+
+def _table_tuple(source_id: str, row: TableRow, ts: Any) -> tuple[Any, ...]:
+    """The same values for the DBAPI bulk path, JSON already encoded (order: _TABLE_FIELDS)."""
+    t = row.table
+    return (
+        row.id, source_id, t.database, t.schema_name, t.name, t.kind.value, t.comment, t.parent,
+        t.partition_key, t.partition_bound, t.definition, t.row_estimate, t.size_bytes,
+        len(t.columns), dumps(_key_json(t.primary_key)),
+        dumps([_key_json(u) for u in t.unique_constraints]),
+        dumps([_fk_json(fk) for fk in t.foreign_keys]), dumps([_ix_json(ix) for ix in t.indexes]),
+        dumps(t.properties) if t.properties else None, row.fingerprint, ts, ts,
+    )  # fmt: skip
 
 
 def _column_rows(source_id: str, rows: Sequence[TableRow]) -> list[tuple[Any, ...]]:
@@ -215,9 +239,11 @@ class AssetsMixin(StoreBase):
                 conn.execute(stmt, vals)
                 written += len(vals)
             if cs.insert_tables:
-                conn.execute(
-                    insert(tables), [_table_values(cs.source_id, r, now) for r in cs.insert_tables]
-                )
+                ts = now.strftime("%Y-%m-%d %H:%M:%S.%f") if self.dialect == "sqlite" else now
+                self._bulk_insert(
+                    conn, "tables", _TABLE_FIELDS,
+                    [_table_tuple(cs.source_id, r, ts) for r in cs.insert_tables],
+                )  # fmt: skip
                 written += len(cs.insert_tables)
             col_rows = _column_rows(cs.source_id, cs.insert_tables + cs.replace_tables)
             self._bulk_columns(conn, col_rows)
@@ -252,22 +278,26 @@ class AssetsMixin(StoreBase):
                 written += 1
         return written
 
-    def _bulk_columns(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
+    def _bulk_insert(
+        self, conn: Connection, table: str, names: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
         raw = conn.connection.driver_connection
-        cols = ", ".join(f'"{c}"' for c in _COLUMN_FIELDS)
+        cols = ", ".join(f'"{c}"' for c in names)
         if self.dialect == "postgresql":
-            with raw.cursor() as cur, cur.copy(f"COPY columns ({cols}) FROM STDIN") as cp:
+            with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
                 for r in rows:
                     cp.write_row(r)
         else:
-            marks = ", ".join("?" for _ in _COLUMN_FIELDS)
+            marks = ", ".join("?" for _ in names)
             cur = raw.cursor()
             try:
-                cur.executemany(f"INSERT INTO columns ({cols}) VALUES ({marks})", rows)
+                cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
             finally:
                 cur.close()
+
+    def _bulk_columns(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._bulk_insert(conn, "columns", _COLUMN_FIELDS, rows)
 
     # -- state for diffing -------------------------------------------------------------------
     def load_table_state(self, source_id: str) -> dict[tuple[str, str, str], TableState]:
@@ -377,7 +407,9 @@ class AssetsMixin(StoreBase):
                 select(func.count()).select_from(tables).where(tables.c.source_id == source_id)
             ).scalar()
             n_c = conn.execute(
-                select(func.count()).select_from(columns).where(columns.c.source_id == source_id)
+                select(func.coalesce(func.sum(tables.c.column_count), 0)).where(
+                    tables.c.source_id == source_id
+                )
             ).scalar()
             n_s = conn.execute(
                 select(func.count()).select_from(schemas).where(schemas.c.source_id == source_id)
@@ -414,7 +446,7 @@ class AssetsMixin(StoreBase):
                 )
             )  # fmt: skip
             if source_ids is not None:
-                cq = cq.where(columns.c.source_id.in_(list(source_ids)))
+                cq = cq.where(tables.c.source_id.in_(list(source_ids)))
             for r in conn.execute(cq.limit(max(0, limit - len(hits)))):
                 hits.append({"type": "column", "source_id": r[0], "database": r[1], "schema": r[2],
                              "table": r[3], "column": r[4], "data_type": r[5], "comment": r[6]})  # fmt: skip

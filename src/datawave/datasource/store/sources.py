@@ -244,7 +244,9 @@ class SourcesMixin(StoreBase):
                     test_results,
                 )
 
-                for t in (columns, tables, schemas, databases, drift_events, snapshots,
+                owned = select(tables.c.id).where(tables.c.source_id == rec.id)
+                conn.execute(delete(columns).where(columns.c.table_id.in_(owned.scalar_subquery())))
+                for t in (tables, schemas, databases, drift_events, snapshots,
                           discovery_runs, test_results):
                     conn.execute(delete(t).where(t.c.source_id == rec.id))
                 conn.execute(delete(sources).where(sources.c.id == rec.id))

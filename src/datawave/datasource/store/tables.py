@@ -138,7 +138,6 @@ Index(
     tables.c.name,
     unique=True,
 )
-Index("ix_tables_name", tables.c.name)
 
 columns = Table(
     "columns",
@@ -156,9 +155,10 @@ columns = Table(
     Column("enum_values", JSON),
     Column("is_array", Boolean, nullable=False, default=False),
     Column("is_primary_key", Boolean, nullable=False, default=False),
+    sqlite_with_rowid=False,
 )
-Index("ix_columns_source_id", columns.c.source_id)
-Index("ix_columns_name", columns.c.name)
+# No secondary indexes on columns: bulk loads stay cheap, reads go through the table id, and
+# substring search cannot use a b-tree anyway.
 
 discovery_runs = Table(
     "discovery_runs",
