@@ -68,11 +68,6 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_settings(topology_file=path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings validates the file's owners section on its own, so errors name "
-    "'shards' instead of 'owners.shards' (reported to the lead)",
-)
 def test_bad_value_names_the_dotted_field(tmp_path: Path) -> None:
     path = _write(tmp_path, {"shards": 0})
 

@@ -202,13 +202,19 @@ def connect(
     """Join the Ray cluster running a datawave core and return a :class:`Client`.
 
     Args:
-        address: Ray address; default: the running core recorded by ``datawave up``, else
-            ``"auto"`` (the cluster this driver was submitted to).
+        address: Ray address; default: ``settings.ray.address``, then ``RAY_ADDRESS`` (set for
+            a driver run by ``ray job submit``), then the core recorded by ``datawave up``.
     """
     settings = settings or load_settings()
     if not ray.is_initialized():
         apply_ray_auth(ray_env(settings))
-        addr = address or _recorded_address(settings.state_file) or settings.ray.address or "auto"
+        addr = (
+            address
+            or settings.ray.address
+            or os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
+            or _recorded_address(settings.state_file)
+            or "auto"
+        )
         ray.init(address=addr, namespace=settings.ray.namespace, log_to_driver=False, **ray_init)
     if not ray.is_initialized():
         raise DatawaveError("could not join a Ray cluster")
