@@ -42,7 +42,9 @@ BIG, SMALL = "dw_bench_5000", "dw_bench_50"
 def catalog_seconds(dbname: str) -> float:
     """Run the connector's fixed query set raw (execute + fetchall), best of 3."""
     best = float("inf")
-    with psycopg.connect(host=HOST, port=PORT, user=USER, dbname=dbname) as conn:
+    # The same session settings the connector uses, so the baseline is like for like.
+    opts = "-c search_path=pg_catalog -c jit=off"
+    with psycopg.connect(host=HOST, port=PORT, user=USER, dbname=dbname, options=opts) as conn:
         schemas = [r[0] for r in conn.execute(DATABASE_QUERIES[0]).fetchall()]
         for _ in range(3):
             t = time.perf_counter()

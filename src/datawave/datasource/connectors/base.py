@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import gc
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -24,6 +27,7 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorReport",
     "DiscoveryFilters",
+    "gc_paused",
     "merge_secrets",
     "run_blocking",
     "split_secrets",
@@ -36,6 +40,36 @@ T = TypeVar("T")
 async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     """The one way connectors call a blocking driver."""
     return await asyncio.to_thread(fn, *args)
+
+
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while records are built.
+
+    Building 5,000 tables allocates ~250,000 containers that all survive, so CPython runs
+    several full collections over the whole heap on the way: measured, they cost more than the
+    building itself. None of these objects form cycles, so pausing loses nothing; the window is
+    bounded by one build, and nesting or concurrent builds re-enable collection only when the
+    last one ends (and only if it was enabled before).
+    """
+    global _gc_depth, _gc_was_enabled
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class DiscoveryFilters(BaseModel):

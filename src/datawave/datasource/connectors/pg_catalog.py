@@ -13,15 +13,13 @@ database by relation oid into sorted :class:`TableInfo` records.
 
 from __future__ import annotations
 
-import gc
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, Final
 
 from pydantic import TypeAdapter
 
+from datawave.datasource.connectors.base import gc_paused
 from datawave.datasource.models import TableInfo, TableKind
 
 __all__ = [
@@ -371,33 +369,3 @@ def build_tables(
         if oid in idx:
             table["indexes"] = sorted(idx[oid], key=_NAME)
     return _TABLES.validate_python(sorted(tables.values(), key=_TABLE_ORDER))
-
-
-_gc_lock = threading.Lock()
-_gc_depth = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while records are built.
-
-    Building 5,000 tables allocates ~250,000 containers that all survive, so CPython runs
-    several full collections over the whole heap on the way: measured, they cost more than the
-    building itself. None of these objects form cycles, so pausing loses nothing; the window is
-    bounded by one build, and nesting or concurrent builds re-enable collection only when the
-    last one ends (and only if it was enabled before).
-    """
-    global _gc_depth, _gc_was_enabled
-    with _gc_lock:
-        if _gc_depth == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_depth += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_depth -= 1
-            if _gc_depth == 0 and _gc_was_enabled:
-                gc.enable()

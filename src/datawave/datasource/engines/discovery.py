@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from datawave.datasource.connectors import Connector
+from datawave.datasource.connectors import Connector, gc_paused
 from datawave.datasource.errors import ConnectorError, DatawaveError, redact
 from datawave.datasource.models import (
     DiscoveryResult,
@@ -213,10 +213,11 @@ class DiscoveryEngine:
             self._emit("discovery.failed", source_id, run_id, job_id, error=result.failures[0])
             return summary
         now = datetime.now(UTC)
-        cs, counters = plan_changes(self.store, source_id, run_id, result, now)
-        t2 = time.perf_counter()
-        written = self.store.apply_changes(cs)
-        t3 = time.perf_counter()
+        with gc_paused():  # tens of thousands of long-lived rows: no cycles to collect
+            cs, counters = plan_changes(self.store, source_id, run_id, result, now)
+            t2 = time.perf_counter()
+            written = self.store.apply_changes(cs)
+            t3 = time.perf_counter()
         counters.update(
             rows_written=written,
             queries=result.queries,

@@ -245,7 +245,11 @@ class AssetsMixin(StoreBase):
                     [_table_tuple(cs.source_id, r, ts) for r in cs.insert_tables],
                 )  # fmt: skip
                 written += len(cs.insert_tables)
-            col_rows = _column_rows(cs.source_id, cs.insert_tables + cs.replace_tables)
+            # Sorted by table id: the columns b-tree is keyed (table_id, ordinal), and appends
+            # in key order are far cheaper than random inserts.
+            col_rows = _column_rows(
+                cs.source_id, sorted(cs.insert_tables + cs.replace_tables, key=lambda r: r.id)
+            )
             self._bulk_columns(conn, col_rows)
             written += len(col_rows)
             for sid, est, size in cs.stats_updates:
