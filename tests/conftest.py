@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.core"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.core", "tests.fixtures.netproxy"]

@@ -6,7 +6,6 @@ import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 import ray
 
@@ -84,37 +83,45 @@ def test_bulk_discover_many_with_failures(client, pg_db, closed_port):
     assert seen and seen[-1] == 1.0
 
 
-def test_owner_killed_mid_discovery_retries_and_finishes(client, pg_db):
-    """Hold a lock that discovery's size query must wait for, kill the owner while it waits,
-    then release: the call is retried on the restarted owner and lands exactly once."""
-    _make_tables(pg_db, 40)
-    rec = client.register(_name(), "postgresql", pg_db.config(auth="none"))
-    locker = psycopg.connect(pg_db.dsn)
-    locker.execute("LOCK TABLE app.t7 IN ACCESS EXCLUSIVE MODE")
+def _wait_running(client, source_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = client.runs(source_id)
+        if runs and runs[0].status is RunStatus.RUNNING:
+            return
+        time.sleep(0.1)
+    pytest.fail("discovery never started")
+
+
+def _in_thread(fn) -> tuple[threading.Thread, dict[str, object]]:
     result: dict[str, object] = {}
 
     def run() -> None:
         try:
-            result["run"] = client.discover(rec.id)
-        except Exception as exc:  # surfaced by the assertion below
+            result["run"] = fn()
+        except Exception as exc:  # surfaced by the assertions
             result["error"] = exc
 
     t = threading.Thread(target=run)
     t.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = client.runs(rec.id)
-        if runs and runs[0].status is RunStatus.RUNNING:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("discovery never started")
-    time.sleep(0.5)  # it is now blocked on the lock
+    return t, result
+
+
+def test_owner_killed_mid_discovery_retries_and_finishes(client, pg_db, proxy_factory):
+    """Stall the network path to the source, kill the owner while its discovery waits, then
+    let traffic flow: the call is retried on the restarted owner and lands exactly once."""
+    _make_tables(pg_db, 40)
+    proxy = proxy_factory((pg_db.host, pg_db.port))
+    cfg = pg_db.config(auth="none", host="127.0.0.1", port=proxy.port, connect_timeout_s=60)
+    rec = client.register(_name(), "postgresql", cfg)
+    proxy.pause()
+    t, result = _in_thread(lambda: client.discover(rec.id))
+    _wait_running(client, rec.id)
+    time.sleep(0.5)  # the connector is now blocked on the stalled path
     ray.kill(ray.get_actor(owner_name(rec.owner_shard), namespace=client.settings.ray.namespace),
              no_restart=False)  # fmt: skip
     time.sleep(1.0)
-    locker.rollback()
-    locker.close()
+    proxy.resume()
     t.join(120)
     assert "error" not in result, result.get("error")
     final = result["run"]
@@ -127,26 +134,20 @@ def test_owner_killed_mid_discovery_retries_and_finishes(client, pg_db):
     assert len(names) == len(set(names)) == 40
 
 
-def test_source_drops_mid_discovery_keeps_metadata(client, pg_db):
+def test_source_drops_mid_discovery_keeps_metadata(client, pg_db, proxy_factory):
     _make_tables(pg_db, 4)
-    rec = client.register(_name(), "postgresql", pg_db.config(auth="none"))
+    proxy = proxy_factory((pg_db.host, pg_db.port))
+    cfg = pg_db.config(auth="none", host="127.0.0.1", port=proxy.port, connect_timeout_s=60)
+    rec = client.register(_name(), "postgresql", cfg)
     assert client.discover(rec.id).status is RunStatus.SUCCEEDED
     before = client.store.asset_counts(rec.id)
-    locker = psycopg.connect(pg_db.dsn)
-    locker.execute("LOCK TABLE app.t1 IN ACCESS EXCLUSIVE MODE")
-    result: dict[str, object] = {}
-    t = threading.Thread(target=lambda: result.setdefault("run", client.discover(rec.id)))
-    t.start()
-    time.sleep(1.5)
-    # The source goes away under the running discovery.
-    with psycopg.connect(pg_db.dsn.replace(pg_db.dbname, "postgres"), autocommit=True) as adm:
-        adm.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name LIKE 'datawave%%'",
-            (pg_db.dbname,),
-        )
-    t.join(60)
-    locker.close()
+    proxy.pause()
+    t, result = _in_thread(lambda: client.discover(rec.id))
+    _wait_running(client, rec.id)
+    time.sleep(0.5)
+    proxy.down()  # the source goes away under the running discovery
+    t.join(90)
+    assert "error" not in result, result.get("error")
     run = result["run"]
     assert run.status is RunStatus.FAILED and run.errors
     assert client.store.asset_counts(rec.id) == before

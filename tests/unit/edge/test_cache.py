@@ -139,9 +139,9 @@ def test_outbox_assigns_increasing_seqs_and_stable_record_ids(cache: EdgeCache) 
     entries = cache.outbox_read(0)
 
     assert entries == [
-        OutboxEntry(1, {"kind": "health", "rid": "n1:1"}),
-        OutboxEntry(2, {"kind": "snapshot", "rid": "n1:2"}),
-        OutboxEntry(3, {"kind": "drift", "rid": "upstream-7"}),  # an existing rid is kept
+        OutboxEntry(1, {"kind": "health", "seq": 1, "rid": "n1:1"}),
+        OutboxEntry(2, {"kind": "snapshot", "seq": 2, "rid": "n1:2"}),
+        OutboxEntry(3, {"kind": "drift", "seq": 3, "rid": "upstream-7"}),  # a given rid is kept
     ]
     assert cache.outbox_read(1, limit=1) == [entries[1]]
     assert cache.outbox_depth() == 3

@@ -145,7 +145,21 @@ def test_an_expired_token_is_refused_by_the_edge_and_by_the_core(
 
     assert _reason(on_edge) == _reason(on_core) == "expired"
     assert "expired" in str(on_core.value)
-    assert not (tmp_path / "core" / "joins.json").exists()  # a refusal writes nothing
+    stored = json.loads((tmp_path / "core" / "joins.json").read_text())
+    assert stored["used"] == {} and stored["edges"] == {}  # a refusal redeems nothing
+    assert issuer.hub_users() == []  # and the expired token's hub user is gone
+
+
+def test_an_issued_token_is_a_hub_user_until_redeemed_or_expired(
+    issuer: TokenIssuer, clock: Clock
+) -> None:
+    token, creds = issuer.create("A", 60, LEAF_URL)
+    assert issuer.hub_users() == [creds] and issuer.edges() == []
+    issuer.redeem(token)
+    assert issuer.hub_users() == [creds] == issuer.edges()
+    clock.now = T0 + 30
+    _, rekeyed = issuer.create("A", 60, LEAF_URL)
+    assert issuer.hub_users() == [rekeyed]  # a newer token re-keys the site
 
 
 # Reused -----------------------------------------------------------------------------------------

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import ray
 
+from datawave.datasource.actors.gateway import EdgeRouter
+from datawave.datasource.actors.health import HealthScheduler
 from datawave.datasource.actors.jobs import JobManager
+from datawave.datasource.actors.metrics import Metrics
 from datawave.datasource.actors.owner import SourceOwner, open_store
 from datawave.datasource.config import DatawaveSettings
+from datawave.datasource.models import RunSummary
 
 __all__ = [
+    "HEALTH_NAME",
     "JOBS_NAME",
     "OwnerActor",
     "RayOwnerDirectory",
     "deploy",
+    "health_scheduler_class",
     "job_manager_class",
     "owner_class",
     "owner_name",
@@ -23,6 +30,7 @@ __all__ = [
 ]
 
 JOBS_NAME = "datawave-jobs"
+HEALTH_NAME = "datawave-health"
 
 
 def owner_name(shard: int) -> str:
@@ -30,10 +38,25 @@ def owner_name(shard: int) -> str:
 
 
 class OwnerActor(SourceOwner):
-    """Thin Ray-facing subclass: only adds what a remote caller needs."""
+    """Thin Ray-facing subclass: only adds what a remote caller needs (and metrics)."""
+
+    def __init__(self, shard: int, settings: dict[str, Any]) -> None:
+        super().__init__(shard, settings)
+        self.metrics = Metrics(ray_metrics=True)
+        self.on_checks = self.metrics.record_checks
+        self.edge_router = EdgeRouter(self.settings.ray.namespace)
 
     async def drain(self) -> list[Any]:
         return self.drain_events()
+
+    async def discover(self, source_id: str, job_id: str | None = None) -> RunSummary:
+        run = await super().discover(source_id, job_id)
+        with contextlib.suppress(Exception):  # metrics never fail a run
+            self.metrics.record_discovery(self.store.get_source(source_id), run)
+        return run
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.render()
 
 
 class RayOwnerDirectory:
@@ -61,6 +84,24 @@ class JobsActor(JobManager):
     def __init__(self, settings: dict[str, Any]) -> None:
         s = DatawaveSettings.model_validate(settings)
         super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s))
+
+
+class HealthActor(HealthScheduler):
+    def __init__(self, settings: dict[str, Any]) -> None:
+        s = DatawaveSettings.model_validate(settings)
+        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s),
+                         metrics=Metrics(ray_metrics=True))  # fmt: skip
+        # Start the loop on creation and after every restart (runs once __init__ returns).
+        ray.get_runtime_context().current_actor.start.remote()
+
+    async def drain(self) -> list[Any]:
+        return self.drain_events()
+
+
+def health_scheduler_class(settings: DatawaveSettings) -> Any:
+    return ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0)(
+        HealthActor
+    )
 
 
 def owner_class(settings: DatawaveSettings) -> Any:
@@ -98,6 +139,9 @@ def deploy(settings: DatawaveSettings, *, detached: bool = True) -> dict[str, An
     handles["jobs"] = job_manager_class(settings).options(
         name=JOBS_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True
     ).remote(payload)
+    handles["health"] = health_scheduler_class(settings).options(
+        name=HEALTH_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True
+    ).remote(payload)
     return handles
 
 
@@ -105,6 +149,8 @@ def wait_ready(handles: dict[str, Any], timeout_s: float = 120) -> list[dict[str
     pings = [h.ping.remote() for h in handles["owners"]]
     out = ray.get(pings, timeout=timeout_s)
     ray.get(handles["jobs"].topology.remote(), timeout=timeout_s)
+    if "health" in handles:
+        ray.get(handles["health"].start.remote(), timeout=timeout_s)
     return list(out)
 
 
@@ -112,7 +158,7 @@ def shutdown(settings: DatawaveSettings) -> int:
     """Kill the core actors of the namespace; returns how many were found."""
     ns = settings.ray.namespace
     n = 0
-    for name in [JOBS_NAME] + [owner_name(i) for i in range(settings.owners.shards)]:
+    for name in [HEALTH_NAME, JOBS_NAME] + [owner_name(i) for i in range(settings.owners.shards)]:
         try:
             ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
             n += 1

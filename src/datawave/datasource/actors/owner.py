@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datawave.datasource.config import DatawaveSettings
-from datawave.datasource.connectors import Connector, ConnectorRegistry
+from datawave.datasource.connectors import Connector, ConnectorRegistry, merge_secrets
 from datawave.datasource.engines import DiscoveryEngine, SourceService
+from datawave.datasource.engines.health import source_policy
+from datawave.datasource.engines.probes import ProbePool, describe
 from datawave.datasource.errors import Conflict, NotFound
 from datawave.datasource.models import (
     Event,
@@ -64,6 +66,15 @@ class SourceOwner:
         )
         self._discovery_lock: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._shard_discoveries = asyncio.Semaphore(limits.per_shard_discoveries)
+        health = self.settings.health
+        self.probes = ProbePool(
+            lambda rec, secrets: self.registry.create(rec.type, merge_secrets(rec.config, secrets)),
+            self.store.get_secrets,
+            per_host=health.per_host_concurrency,
+            per_shard=health.per_shard_concurrency,
+        )
+        self.on_checks: Any = None  # hook: (records, reports) -> None, set by the actor (metrics)
+        self.edge_router: Any = None  # hook: runs work of edge_site sources on the edge (actor)
         self.started_at = datetime.now(UTC)
         # A restart means runs we had in flight died with the old process.
         self.interrupted = self.store.interrupt_running(
@@ -105,6 +116,7 @@ class SourceOwner:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "sources_cached": len(self._connectors),
+            "health_probes": describe(self.probes),
             "started_at": self.started_at.isoformat(),
             "interrupted_on_start": self.interrupted,
         }
@@ -121,6 +133,7 @@ class SourceOwner:
             self.sources.update, source_id, patch, expected_version=expected_version
         )
         await self._drop_connector(source_id)
+        self.probes.forget_source(source_id)
         return rec
 
     async def remove(self, source_id: str, purge: bool = False) -> None:
@@ -131,10 +144,13 @@ class SourceOwner:
                 raise
             return  # already removed: idempotent
         await self._drop_connector(rec.id)
+        self.probes.forget_source(rec.id)
         await asyncio.to_thread(self.store.delete_source, rec.id, purge=purge)
 
     async def test(self, source_id: str) -> TestReport:
         rec = self._own(source_id)
+        if rec.edge_site and self.edge_router is not None:
+            return await self.edge_router.test(rec.edge_site, rec.id)  # runs on the edge
         async with self._per_source[rec.id]:
             report = await self._connector(rec).test_connection()
         report = report.model_copy(update={"source_id": rec.id, "tested_at": datetime.now(UTC)})
@@ -143,6 +159,8 @@ class SourceOwner:
 
     async def discover(self, source_id: str, job_id: str | None = None) -> RunSummary:
         rec = self._own(source_id)
+        if rec.edge_site and self.edge_router is not None:
+            return await self.edge_router.discover(rec.edge_site, rec.id, job_id)  # on the edge
         attempt = 1
         if job_id is not None:
             attempt = len(self.store.list_runs(rec.id, job_id=job_id)) + 1
@@ -158,21 +176,40 @@ class SourceOwner:
                 timeout_s=self.settings.discovery.run_timeout_s,
             )
 
-    async def check_health(self, source_ids: list[str]) -> list[HealthReport]:
-        """Check many sources in one call (bounded by the per-source limit)."""
+    async def check_health(
+        self, source_ids: list[str], timeouts: list[float] | None = None
+    ) -> list[HealthReport]:
+        """Check many sources in one call; one report per id, in order, never an exception.
 
-        async def one(sid: str) -> HealthReport:
+        Sources sharing a target (same server, database and credentials) share one probe
+        connection; probes are bounded per target host and per shard, and each check by its
+        timeout (``timeouts``, else the source's ``health.timeout_s`` label or the setting).
+        """
+        found = await asyncio.to_thread(self.store.list_sources, ids=list(source_ids))
+        by_id = {r.id: r for r in found}
+        now = datetime.now(UTC)
+        out: dict[int, HealthReport] = {}
+        todo: list[tuple[int, SourceRecord, float]] = []
+        for i, sid in enumerate(source_ids):
+            rec = by_id.get(sid)
+            if rec is None or rec.owner_shard != self.shard:
+                why = f"no source {sid!r}" if rec is None else f"source {sid} is owned by shard {rec.owner_shard}"
+                out[i] = HealthReport(source_id=sid, state=HealthState.UNKNOWN, error=why, checked_at=now)
+                continue
+            limit = timeouts[i] if timeouts else source_policy(rec, self.settings.health).timeout_s
+            todo.append((i, rec, limit))
+        reports = await self.probes.check_many([r for _, r, _ in todo], [t for _, _, t in todo])
+        for (i, _, _), rep in zip(todo, reports, strict=True):
+            out[i] = rep
+        if self.on_checks is not None and todo:
             try:
-                rec = self._own(sid)
-                async with self._per_source[rec.id]:
-                    rep = await self._connector(rec).check_health()
-            except Exception as exc:  # the report carries the reason, never the call
-                rep = HealthReport(state=HealthState.DOWN, error=str(exc))
-            return rep.model_copy(update={"source_id": sid, "checked_at": datetime.now(UTC)})
-
-        return list(await asyncio.gather(*(one(s) for s in source_ids)))
+                self.on_checks([r for _, r, _ in todo], reports)
+            except Exception:  # metrics must never fail a check
+                log.exception("recording health metrics failed")
+        return [out[i] for i in range(len(source_ids))]
 
     async def close(self) -> None:
         for sid in list(self._connectors):
             await self._drop_connector(sid)
+        await self.probes.close()
         self.store.close()

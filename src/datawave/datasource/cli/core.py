@@ -1,4 +1,4 @@
-"""Starting and stopping the local core: a Ray head, the owner actors, (later) Serve and NATS.
+"""Starting and stopping the local core: a Ray head, the owner actors, Serve, the NATS hub.
 
 The Ray head runs as ``ray start --head --block`` in its own process group, so ``down`` stops
 exactly the processes ``up`` started and never another Ray on the machine. Token auth is on: the
@@ -23,7 +23,7 @@ from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError
 from datawave.datasource.store import load_kek
 
-__all__ = ["CoreState", "core_up", "core_down", "read_state", "ray_token_env"]
+__all__ = ["CoreState", "core_down", "core_up", "ray_token_env", "read_state", "start_api"]
 
 CoreState = dict[str, Any]
 
@@ -74,8 +74,11 @@ def _wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[by
     raise DatawaveError(f"ray head did not open {host}:{port} within {timeout_s:g}s")
 
 
-def core_up(settings: DatawaveSettings, *, echo: Any = print) -> CoreState:
-    """Start the core in the background and return once every part answers."""
+def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) -> CoreState:
+    """Start the core in the background and return once every part answers.
+
+    With ``api`` (the default) the HTTP API is deployed on Ray Serve once the owners are ready.
+    """
     state = read_state(settings)
     if state and _alive(int(state.get("ray_pid", 0))):
         echo(f"core already running (ray pid {state['ray_pid']})")
@@ -112,7 +115,10 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print) -> CoreState:
         ray.init(address=address, namespace=settings.ray.namespace, log_to_driver=False)
         handles = factory.deploy(settings, detached=True)
         pings = factory.wait_ready(handles)
+        hub = _start_edge(settings)
+        api_url = _start_api(settings) if api else None
     except BaseException:
+        _stop_edge(locals().get("hub") or {})
         _kill_group(proc.pid)
         raise
     state = {
@@ -127,9 +133,52 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print) -> CoreState:
         "shards": len(pings),
         "started_at": time.time(),
         "logs": str(logs),
+        "api_url": api_url,
+        **hub,
     }
     settings.state_file.write_text(json.dumps(state, indent=2))
+    if api_url:
+        echo(f"API at {api_url} (docs {api_url}/docs)")
     return state
+
+
+def _start_edge(settings: DatawaveSettings) -> dict[str, Any]:
+    """The NATS hub (embedded unless ``settings.nats.url``) and the edge gateway actor."""
+    from datawave.datasource.actors.gateway import deploy_gateway
+    from datawave.datasource.edge.hub import build_gateway, start_hub
+
+    hub = start_hub(settings)
+    try:
+        deploy_gateway(settings, hub, build_gateway)
+    except BaseException:
+        _stop_edge(hub)
+        raise
+    return hub
+
+
+def _stop_edge(state: dict[str, Any]) -> None:
+    from datawave.datasource.edge.hub import stop_hub
+
+    stop_hub(state)
+
+
+def _start_api(settings: DatawaveSettings) -> str:
+    from datawave.datasource.serve.deployment import deploy_api
+
+    return deploy_api(settings, port=settings.api.port or free_port())
+
+
+def start_api(settings: DatawaveSettings, **deploy: Any) -> str:
+    """Deploy the API on the running core (this process must be connected to its Ray) and
+    record ``api_url`` in the state file."""
+    from datawave.datasource.serve.deployment import deploy_api
+
+    deploy.setdefault("port", settings.api.port or free_port())
+    url = deploy_api(settings, **deploy)
+    state = read_state(settings) or {}
+    state["api_url"] = url
+    settings.state_file.write_text(json.dumps(state, indent=2))
+    return url
 
 
 def _safe_url(url: str) -> str:
@@ -163,5 +212,6 @@ def core_down(settings: DatawaveSettings) -> bool:
     pid = int(state.get("ray_pid", 0))
     if pid and _alive(pid):
         _kill_group(pid)
+    _stop_edge(state)
     settings.state_file.unlink(missing_ok=True)
     return True

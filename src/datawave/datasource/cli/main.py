@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
+from datawave.datasource.cli.edge import edge_app
 from datawave.datasource.cli.output import console, emit_json, err_console, table
 from datawave.datasource.config import load_settings
 from datawave.datasource.errors import DatawaveError, ValidationFailed
@@ -16,22 +19,61 @@ from datawave.datasource.errors import DatawaveError, ValidationFailed
 app = typer.Typer(no_args_is_help=True, help="datawave datasource: register, test, discover, watch.")
 sources_app = typer.Typer(no_args_is_help=True, help="Register and manage data sources.")
 app.add_typer(sources_app, name="sources")
+app.add_typer(edge_app, name="edge")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alerts raised by the health rules.")
+app.add_typer(alerts_app, name="alerts")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
 
-def _fail(exc: Exception) -> None:
+def _report(exc: Exception) -> int:
+    """Print ``exc`` for people and return the exit code: 2 for bad input, 1 otherwise."""
     msg = str(exc)
     if isinstance(exc, ValidationFailed) and exc.errors:
         msg += "".join(f"\n  - {e['field']}: {e['message']}" for e in exc.errors)
-    err_console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2 if isinstance(exc, ValueError) else 1)
+    # Messages carry user input (names, brackets): never markup. No hard wrap: scripts grep it.
+    err_console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
+    return 2 if isinstance(exc, ValueError) else 1
+
+
+def _fail(exc: Exception) -> NoReturn:
+    raise typer.Exit(_report(exc))
+
+
+def _api_client() -> Any | None:
+    """The HTTP API recorded by `datawave up` (``api_url`` in the state file), if it answers."""
+    from datawave.datasource.cli.core import read_state
+
+    url = (read_state(load_settings()) or {}).get("api_url")
+    if not url:
+        return None
+    import httpx
+
+    try:
+        if httpx.get(f"{url}/healthz", timeout=2).status_code != 200:
+            return None
+    except httpx.HTTPError:
+        return None
+    from datawave.datasource.serve.client import ApiFacade, HttpClient
+
+    return ApiFacade(HttpClient(url))
 
 
 def _client() -> Any:
     from datawave.datasource import connect
 
-    return connect()
+    api = _api_client()
+    if api is not None:
+        return api
+    try:
+        return connect()
+    except DatawaveError:
+        raise
+    except (ConnectionError, ValueError) as exc:  # no Ray cluster, or no core actors in it
+        raise DatawaveError(
+            f"cannot reach the datawave core: {exc} "
+            "(start it with `datawave up`, or `datawave deploy` on a Ray cluster)"
+        ) from None
 
 
 def _parse_kv(pairs: list[str], what: str) -> dict[str, Any]:
@@ -63,11 +105,38 @@ def up(json_out: JsonOpt = False) -> None:
     table("datawave core is up", ["what", "where"], [
         ("Ray address", state["ray_address"]),
         ("Ray dashboard", state.get("dashboard_url") or "(disabled)"),
+        ("API", state.get("api_url") or "(not deployed)"),
         ("store", state["store_url"]),
         ("owner shards", state["shards"]),
         ("data dir", state["data_dir"]),
         ("logs", state["logs"]),
     ])  # fmt: skip
+
+
+@app.command()
+def deploy(json_out: JsonOpt = False) -> None:
+    """Create the core actors on an existing Ray cluster (DATAWAVE_RAY__ADDRESS); idempotent."""
+    import ray
+
+    from datawave.datasource.actors import factory
+    from datawave.datasource.actors.client import apply_ray_auth, ray_env
+
+    settings = load_settings()
+    apply_ray_auth(ray_env(settings))
+    try:
+        ray.init(address=settings.ray.address or "auto", namespace=settings.ray.namespace,
+                 log_to_driver=False)  # fmt: skip
+    except ConnectionError as exc:
+        _fail(DatawaveError(f"cannot join the Ray cluster: {exc}"))
+    try:
+        pings = factory.wait_ready(factory.deploy(settings, detached=True))
+    except DatawaveError as exc:
+        _fail(exc)
+    if json_out:
+        emit_json({"namespace": settings.ray.namespace, "owners": pings})
+        return
+    table(f"datawave core in namespace {settings.ray.namespace!r}", ["shard", "host", "pid"],
+          [(p["shard"], p["host"], p["pid"]) for p in pings])  # fmt: skip
 
 
 @app.command()
@@ -300,10 +369,8 @@ def demo(
         ("demo-lake", "files", {"root": str(path / "lake")}),
     ]
     for name, type_, cfg in specs:
-        try:
+        with contextlib.suppress(Conflict):  # registered by an earlier run
             client.register(name, type_, cfg, labels={"demo": "true"}, collection="demo")
-        except Conflict:
-            pass
     view = client.discover_many({"labels": {"demo": "true"}}).wait(timeout_s=300)
     for item in view.items:
         rec = client.get(item.source_id)
@@ -316,11 +383,116 @@ def demo(
             console.print(f"  {t.schema_name}.{t.name} [{t.kind.value}] ({cols}{more})")
 
 
+# -- health, alerts, report ------------------------------------------------------------------
+@app.command()
+def health(
+    ref: Annotated[str | None, typer.Argument(help="Source name or id; omit for the fleet")] = None,
+    hours: Annotated[float, typer.Option(help="History window for latency and uptime")] = 24.0,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Check every source now first")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Health of one source (state, latency min/avg/p95, uptime) or of the whole fleet."""
+    from datetime import UTC, datetime, timedelta
+
+    client = _client()
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    if sweep:
+        import ray
+
+        from datawave.datasource.actors.factory import HEALTH_NAME
+
+        sched = ray.get_actor(HEALTH_NAME, namespace=client.settings.ray.namespace)
+        done = ray.get(sched.sweep.remote())
+        if not json_out:
+            console.print(f"swept {done.get('checked', 0)} sources in {done.get('duration_s', 0)} s")
+    if ref is None:
+        counts = client.store.health_counts()
+        bad = [r for r in client.sources() if r.health in ("down", "degraded")]
+        if json_out:
+            emit_json({"states": counts, "unhealthy": [{"name": r.name, "health": r.health} for r in bad]})
+            return
+        table("sources by health", ["state", "sources"], sorted(counts.items()))
+        if bad:
+            statuses = {r.id: client.store.get_health(r.id) for r in bad[:50]}
+            table("not healthy (first 50)", ["source", "state", "since", "last error"], [
+                (r.name, r.health, getattr(statuses[r.id], "since", None),
+                 (getattr(statuses[r.id], "last_error", None) or "")[:80]) for r in bad[:50]
+            ])  # fmt: skip
+        return
+    try:
+        rec = client.get(ref)
+    except DatawaveError as exc:
+        _fail(exc)
+    st = client.store.get_health(rec.id)
+    summ = client.store.latency_summary([rec.id], since=since).get(rec.id)
+    if json_out:
+        emit_json({"source": rec.name, "status": st, "window_hours": hours, "summary": summ})
+        return
+    rows: list[tuple[str, Any]] = [("state", rec.health)]
+    if st is not None:
+        rows += [("since", st.since), ("last checked", st.last_checked_at),
+                 ("last latency ms", st.last_latency_ms), ("last error", st.last_error)]  # fmt: skip
+    if summ is not None:
+        rows += [("checks", summ.checks), ("uptime", f"{(summ.uptime or 0) * 100:.2f} %"),
+                 ("min / avg / p95 / max ms",
+                  f"{summ.min_ms} / {summ.avg_ms} / {summ.p95_ms} / {summ.max_ms}")]  # fmt: skip
+    table(f"health of {rec.name} (last {hours:g} h)", ["what", "value"], rows)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    status_: Annotated[str, typer.Option("--status", help="firing, resolved or all")] = "firing",
+    rule: Annotated[str | None, typer.Option(help="Only this rule")] = None,
+    limit: int = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """List alerts (firing by default), newest first."""
+    if status_ not in ("firing", "resolved", "all"):
+        _fail(ValidationFailed("--status must be firing, resolved or all",
+                               errors=[{"field": "status", "message": "invalid"}]))  # fmt: skip
+    client = _client()
+    rows = client.store.list_alerts(status=None if status_ == "all" else status_, rule=rule,
+                                    limit=limit)  # fmt: skip
+    if json_out:
+        emit_json(rows)
+        return
+    table(f"alerts ({status_})", ["fired", "rule", "severity", "status", "resolved", "message"], [
+        (a.fired_at, a.rule, a.severity, a.status, a.resolved_at, a.message[:100]) for a in rows
+    ])  # fmt: skip
+
+
+@app.command()
+def report(
+    format_: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    hours: Annotated[float, typer.Option(help="Window, ending now")] = 24.0,
+    top: Annotated[int | None, typer.Option(help="Only the N costliest sources")] = None,
+) -> None:
+    """Per-source usage, error rates and cost (time spent on the source) over a window."""
+    from datawave.datasource.engines.analytics import report_csv, usage_report
+
+    if format_ not in ("table", "json", "csv"):
+        _fail(ValidationFailed("--format must be table, json or csv",
+                               errors=[{"field": "format", "message": "invalid"}]))  # fmt: skip
+    rows = usage_report(_client().store, hours=hours, top=top)
+    if format_ == "json":
+        emit_json(rows)
+    elif format_ == "csv":
+        sys.stdout.write(report_csv(rows))
+    else:
+        table(f"usage, last {hours:g} h", ["source", "type", "health", "checks", "err %", "uptime",
+                                           "p95 ms", "discoveries", "disc err", "api reads", "cost s"], [
+            (r.name, r.type, r.health, r.checks,
+             None if r.check_error_rate is None else f"{r.check_error_rate * 100:.1f}",
+             None if r.uptime is None else f"{r.uptime * 100:.2f} %", r.p95_ms, r.discoveries,
+             r.discovery_errors, r.api_reads, r.cost_s) for r in rows
+        ])  # fmt: skip
+
+
 def main() -> None:
     try:
         app()
-    except DatawaveError as exc:
-        _fail(exc)
+    except DatawaveError as exc:  # raised outside a command's own handler
+        sys.exit(_report(exc))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Settings and profiles."""
 
 from datawave.datasource.config.settings import (
+    ALERT_METRICS,
+    AlertRule,
     ApiSettings,
     DatawaveSettings,
     DiscoverySettings,
     EdgeSettings,
+    HealthSettings,
     NatsSettings,
     OwnerSettings,
     RaySettings,
@@ -12,10 +15,13 @@ from datawave.datasource.config.settings import (
 )
 
 __all__ = [
+    "ALERT_METRICS",
+    "AlertRule",
     "ApiSettings",
     "DatawaveSettings",
     "DiscoverySettings",
     "EdgeSettings",
+    "HealthSettings",
     "NatsSettings",
     "OwnerSettings",
     "RaySettings",

@@ -11,16 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datawave.datasource.errors import ConfigError
 
 __all__ = [
+    "ALERT_METRICS",
+    "AlertRule",
     "ApiSettings",
     "DatawaveSettings",
     "DiscoverySettings",
     "EdgeSettings",
+    "HealthSettings",
     "NatsSettings",
     "OwnerSettings",
     "RaySettings",
@@ -84,6 +94,99 @@ class EdgeSettings(_Section):
     cache_dir: Path | None = None
 
 
+#: What an alert rule can watch, and the unit of its ``threshold``.
+ALERT_METRICS: dict[str, str] = {
+    "source_down": "minutes a source has been down",
+    "latency_p95": "p95 check latency in ms over the rule window",
+    "discovery_failing": "consecutive failed discovery runs",
+    "edge_offline": "minutes an edge node's link has been down",
+    "breaking_drift": "breaking drift events within the rule window",
+}
+
+
+class AlertRule(_Section):
+    """One alert rule; fires per source (or edge node) and resolves when the condition clears."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Also the NATS subject leaf")
+    metric: str = Field(description="One of ALERT_METRICS")
+    threshold: float = Field(description="Fires at or above this value (unit: see ALERT_METRICS)")
+    window_s: float = Field(900.0, gt=0, le=7 * 86400, description="latency_p95 / breaking_drift window")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict, description="Only sources with these labels")
+    webhooks: list[str] = Field(default_factory=list, description="Extra webhook URLs for this rule")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in ALERT_METRICS:
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(ALERT_METRICS))}")
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_fits(cls, t: float, info: ValidationInfo) -> float:
+        metric = info.data.get("metric")  # absent when the metric itself was invalid
+        if t != t or t in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        if metric in ("discovery_failing", "breaking_drift") and (t < 1 or t != int(t)):
+            raise ValueError(f"{metric} needs a whole count >= 1, got {t:g}")
+        if metric in ("source_down", "edge_offline") and t < 0:
+            raise ValueError(f"{metric} needs minutes >= 0, got {t:g}")
+        if metric == "latency_p95" and t <= 0:
+            raise ValueError(f"latency_p95 needs milliseconds > 0, got {t:g}")
+        return t
+
+
+def _default_rules() -> list[AlertRule]:
+    return [
+        AlertRule(name="source-down", metric="source_down", threshold=5, severity="critical"),
+        AlertRule(name="slow-source", metric="latency_p95", threshold=2000, window_s=900),
+        AlertRule(name="discovery-failing", metric="discovery_failing", threshold=3),
+        AlertRule(name="edge-offline", metric="edge_offline", threshold=10, severity="critical"),
+        AlertRule(name="breaking-drift", metric="breaking_drift", threshold=1, window_s=3600),
+    ]
+
+
+class HealthSettings(_Section):
+    """Health sweeps, history and alert delivery.
+
+    A source may override ``interval_s`` / ``timeout_s`` with the labels ``health.interval_s`` /
+    ``health.timeout_s``, and opt out with ``health.enabled=false``.
+    """
+
+    enabled: bool = True
+    interval_s: float = Field(60.0, gt=0, le=86400)
+    timeout_s: float = Field(10.0, gt=0, le=600)
+    jitter: float = Field(0.1, ge=0, le=0.5, description="Spread of the next check, as a fraction")
+    backoff_max_s: float = Field(900.0, gt=0, description="Longest interval for a source that is down")
+    rise: int = Field(2, ge=1, le=100, description="Consecutive good results to leave down/degraded")
+    fall: int = Field(2, ge=1, le=100, description="Consecutive bad results to become down/degraded")
+    degraded_latency_ms: float | None = Field(None, gt=0, description="Slower checks count as degraded")
+    tick_s: float = Field(1.0, gt=0, le=60)
+    refresh_s: float = Field(30.0, gt=0, description="How often the source list is re-read")
+    evaluate_s: float = Field(15.0, gt=0, description="How often alert rules are evaluated")
+    batch_size: int = Field(500, ge=1, le=10000, description="Checks per owner call")
+    per_shard_concurrency: int = Field(128, ge=1, description="Checks in flight per owner")
+    per_host_concurrency: int = Field(8, ge=1, description="Probes in flight per target host")
+    bucket_s: int = Field(300, ge=10, description="Latency history granularity")
+    retention_s: int = Field(7 * 86400, ge=3600, description="History older than this is deleted")
+    rules: list[AlertRule] = Field(default_factory=_default_rules)
+    webhooks: list[str] = Field(default_factory=list, description="Receive every alert event")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=120)
+    webhook_retries: int = Field(5, ge=0, le=20)
+    webhook_backoff_s: float = Field(0.5, gt=0, le=60)
+    nats_subject_prefix: str = Field("dw.alerts", pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rules(cls, v: list[AlertRule]) -> list[AlertRule]:
+        names = [r.name for r in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate rule names: {', '.join(dup)}")
+        return v
+
+
 class DatawaveSettings(BaseSettings):
     """Everything datawave reads from the environment (``DATAWAVE_*``, ``__`` nests sections)."""
 
@@ -103,6 +206,7 @@ class DatawaveSettings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @field_validator("store_url")
     @classmethod
@@ -159,23 +263,32 @@ def load_settings(**overrides: Any) -> DatawaveSettings:
     A topology file (``DATAWAVE_TOPOLOGY_FILE``) supplies the ``owners`` section unless the
     environment or ``overrides`` set it.
     """
+    profile = overrides.get("profile") or _env_profile()
+    prefix, source = "", ""
     try:
         settings = DatawaveSettings(**overrides)
         if settings.topology_file is not None and "owners" not in overrides:
             topo = _yaml_topology(settings.topology_file)
-            owners = topo.get("owners", {})
+            owners = topo.get("owners") or {}
+            if not isinstance(owners, dict):
+                raise ConfigError(
+                    f"owners: {settings.topology_file} must hold a mapping under 'owners'",
+                    field="owners", profile=profile,
+                )  # fmt: skip
+            prefix, source = "owners.", f" (from {settings.topology_file})"
             merged = {**owners, **settings.owners.model_dump(exclude_unset=True)}
             settings = settings.model_copy(update={"owners": OwnerSettings(**merged)})
     except ValidationError as exc:
-        profile = overrides.get("profile") or _env_profile()
         parts = []
         fields = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or _field_from_msg(err["msg"])
+            loc = prefix + loc if loc else loc
+            msg = str(err["msg"]).removeprefix("Value error, ")
             fields.append(loc)
-            parts.append(f"{loc}: {err['msg']}")
+            parts.append(msg if msg.startswith(f"{loc}:") else f"{loc}: {msg}")
         raise ConfigError(
-            f"invalid settings for profile '{profile}': " + "; ".join(parts),
+            f"invalid settings for profile '{profile}'{source}: " + "; ".join(parts),
             profile=profile,
             fields=fields,
         ) from None

@@ -141,7 +141,8 @@ WHERE k.contype IN ('p', 'u', 'f')
 """
 
 #: ``indrelid, name, unique, primary, key attnums (0 = expression), expression text per key
-#: position (only for indexes with expressions), predicate, access method, definition``.
+#: position (only for indexes with expressions), predicate, access method, definition (only for
+#: expression or partial indexes, where the columns alone do not say it)``.
 INDEXES: Final = f"""
 SELECT x.indrelid, ic.relname, x.indisunique, x.indisprimary,
        (x.indkey::pg_catalog.int2[])[0:x.indnkeyatts - 1],
@@ -152,7 +153,8 @@ SELECT x.indrelid, ic.relname, x.indisunique, x.indisprimary,
            ORDER BY k) END,
        pg_catalog.pg_get_expr(x.indpred, x.indrelid, true),
        am.amname,
-       pg_catalog.pg_get_indexdef(x.indexrelid)
+       CASE WHEN x.indexprs IS NOT NULL OR x.indpred IS NOT NULL
+            THEN pg_catalog.pg_get_indexdef(x.indexrelid) END
 FROM pg_catalog.pg_index x
 JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
 JOIN pg_catalog.pg_am am ON am.oid = ic.relam
@@ -161,18 +163,34 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN {_RELKIND_SQL} AND n.nspname = ANY(%(schemas)s)
 """
 
-#: ``oid, reltuples, total size``. Kept apart from :data:`RELATIONS` and run last: sizes take
-#: a lock and read the file system, and a failure here only costs the statistics.
+#: ``oid, reltuples, estimated total size``. Sizes come from the catalog's page counts (table
+#: + TOAST + indexes, as of the last VACUUM / ANALYZE) exactly like row estimates come from
+#: ``reltuples``: no file-system walk and no relation lock, so discovery never waits on a
+#: locked table and costs the same whatever the data volume.
 STATISTICS: Final = f"""
 SELECT c.oid, c.reltuples,
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_total_relation_size(c.oid) END
+       CASE WHEN c.relkind IN ('r', 'm') THEN
+           (GREATEST(c.relpages, 0)::bigint + GREATEST(COALESCE(t.relpages, 0), 0)
+            + COALESCE(ix.pages, 0))
+           * pg_catalog.current_setting('block_size')::bigint END
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
+LEFT JOIN (
+    SELECT x.indrelid, sum(GREATEST(ic.relpages, 0))::bigint AS pages
+    FROM pg_catalog.pg_index x
+    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+    GROUP BY x.indrelid
+) ix ON ix.indrelid = c.oid
 WHERE c.relkind IN {_RELKIND_SQL} AND n.nspname = ANY(%(schemas)s)
 """
 
-#: Size of the database we are connected to.
-DATABASE_SIZE: Final = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
+#: Estimated size of the database we are connected to, from the same page counts.
+DATABASE_SIZE: Final = (
+    "SELECT sum(GREATEST(relpages, 0))::bigint "
+    "* pg_catalog.current_setting('block_size')::bigint "
+    "FROM pg_catalog.pg_class"
+)
 
 #: The queries discovery runs in each database, in order.
 DATABASE_QUERIES: Final = (

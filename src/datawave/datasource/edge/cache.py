@@ -282,8 +282,8 @@ class EdgeCache:
     def outbox_append(self, records: list[dict[str, Any]]) -> list[int]:
         """Queue records in one transaction and return their sequence numbers.
 
-        Each stored record gains ``rid`` (``"{node}:{seq}"``) unless it already has one, so a
-        receiver can deduplicate redeliveries.
+        Each stored record gains ``seq`` and ``rid`` (``"{node}:{seq}"``, unless it already
+        has one), so a receiver can deduplicate redeliveries.
         """
         outbox, meta = self._dbs["outbox"], self._dbs["meta"]
         node = self.node
@@ -294,7 +294,7 @@ class EdgeCache:
             seqs = list(range(last + 1, last + 1 + len(records)))
             items = []
             for seq, record in zip(seqs, records, strict=True):
-                stored = {**record}
+                stored = {**record, "seq": seq}  # in the value too: it ships as stored
                 stored.setdefault("rid", f"{node}:{seq}")
                 items.append((_seq_key(seq), _pack(stored)))
             with txn.cursor(outbox) as cur:
@@ -314,6 +314,17 @@ class EdgeCache:
             positioned = cur.set_range(_seq_key(after_seq + 1))
             while positioned and len(out) < limit:
                 out.append(OutboxEntry(int.from_bytes(cur.key(), "big"), _unpack(cur.value())))
+                positioned = cur.next()
+        return out
+
+    def outbox_read_raw(self, after_seq: int, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Like :meth:`outbox_read` but the values stay msgpack: the sync loop ships them
+        as they are stored instead of decoding and re-encoding every record."""
+        out: list[tuple[int, bytes]] = []
+        with self._read() as txn, txn.cursor(self._dbs["outbox"]) as cur:
+            positioned = cur.set_range(_seq_key(after_seq + 1))
+            while positioned and len(out) < limit:
+                out.append((int.from_bytes(cur.key(), "big"), bytes(cur.value())))
                 positioned = cur.next()
         return out
 

@@ -212,6 +212,11 @@ class TokenIssuer:
         }
         body = f"{TOKEN_PREFIX}.{_b64(json.dumps(payload, separators=(',', ':')).encode())}"
         token = f"{body}.{_b64(self._mac(body))}"
+        with self._locked_store() as store:
+            # The hub must know the edge's user before the edge can dial in to redeem.
+            store["pending"][payload["nonce"]] = {**creds.to_dict(), "exp": payload["exp"],
+                                                  "iat": now}  # fmt: skip
+            store["pending"] = {n: p for n, p in store["pending"].items() if p["exp"] > now}
         log.info("issued join token for site %s node %s, valid %ds", site, node, ttl_s)
         return token, creds
 
@@ -237,6 +242,7 @@ class TokenIssuer:
                 "used_at": int(now),
             }
             store["edges"][creds.site] = {**creds.to_dict(), "joined_at": int(now)}
+            store["pending"].pop(parsed.nonce, None)
             cutoff = now - _USED_RETENTION_S
             store["used"] = {n: u for n, u in store["used"].items() if u["exp"] >= cutoff}
         log.info("site %s (node %s) redeemed its join token", creds.site, creds.node)
@@ -256,10 +262,31 @@ class TokenIssuer:
             for _, e in sorted(store["edges"].items())
         ]
 
+    def hub_users(self) -> list[EdgeCredentials]:
+        """The hub's leaf users: per site, the newest of its joined edge and unexpired tokens.
+
+        A token's user is live from the moment it is issued until it expires, so the edge can
+        dial in and redeem it; a newer token for a joined site re-keys that site.
+        """
+        store = self._read_store()
+        now = self._clock()
+        newest: dict[str, tuple[float, dict[str, Any]]] = {}
+        for e in store["edges"].values():
+            newest[e["site"]] = (e.get("joined_at", 0), e)
+        for p in store["pending"].values():
+            if p["exp"] > now and p.get("iat", 0) > newest.get(p["site"], (-1, {}))[0]:
+                newest[p["site"]] = (p["iat"], p)
+        return [
+            EdgeCredentials(site=e["site"], node=e["node"], user=e["user"],
+                            password=e["password"], leaf_url=e["leaf_url"])
+            for _, (_, e) in sorted(newest.items())
+        ]  # fmt: skip
+
     def revoke(self, site: str) -> bool:
         """Forget a joined edge; the hub refuses it once re-rendered and reloaded."""
         with self._locked_store() as store:
             found = store["edges"].pop(validate_site(site), None) is not None
+            store["pending"] = {n: p for n, p in store["pending"].items() if p["site"] != site}
         if found:
             log.info("revoked edge site %s", site)
         return found
@@ -272,13 +299,14 @@ class TokenIssuer:
         try:
             data = json.loads(self.store_path.read_text())
         except FileNotFoundError:
-            return {"version": 1, "used": {}, "edges": {}}
+            return {"version": 1, "used": {}, "edges": {}, "pending": {}}
         except (OSError, ValueError) as exc:
             raise EdgeError(
                 f"cannot read token store {self.store_path}: {exc}", path=str(self.store_path)
             ) from exc
         data.setdefault("used", {})
         data.setdefault("edges", {})
+        data.setdefault("pending", {})
         return dict(data)
 
     @contextlib.contextmanager

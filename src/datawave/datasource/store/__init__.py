@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from datawave.datasource.store.assets import AssetsMixin
 from datawave.datasource.store.changes import ChangeSet, SnapshotRow, TableRow, TableState
+from datawave.datasource.store.edges import EdgeCommand, EdgeNode, EdgesMixin
+from datawave.datasource.store.health import (
+    AlertRecord,
+    BucketDelta,
+    HealthMixin,
+    HealthStatus,
+    LatencySummary,
+    UsageDelta,
+)
 from datawave.datasource.store.ids import asset_id
 from datawave.datasource.store.runs import RunsMixin
 from datawave.datasource.store.sealing import AesGcmSealer, Sealer, load_kek
@@ -11,18 +20,25 @@ from datawave.datasource.store.sources import SourcesMixin
 
 __all__ = [
     "AesGcmSealer",
+    "AlertRecord",
+    "BucketDelta",
     "ChangeSet",
+    "EdgeCommand",
+    "EdgeNode",
+    "HealthStatus",
+    "LatencySummary",
     "MetadataStore",
     "Sealer",
     "SnapshotRow",
     "TableRow",
     "TableState",
+    "UsageDelta",
     "asset_id",
     "load_kek",
 ]
 
 
-class MetadataStore(SourcesMixin, AssetsMixin, RunsMixin):
+class MetadataStore(SourcesMixin, AssetsMixin, RunsMixin, HealthMixin, EdgesMixin):
     """Everything datawave persists. Synchronous; async callers go through a worker thread."""
 
     @classmethod

@@ -24,15 +24,22 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "alerts",
     "columns",
     "databases",
     "discovery_runs",
     "drift_events",
+    "edge_commands",
+    "edge_epochs",
+    "edge_nodes",
+    "health_buckets",
+    "health_status",
     "job_items",
     "jobs",
     "metadata",
     "schemas",
     "snapshots",
+    "source_usage",
     "sources",
     "tables",
     "test_results",
@@ -245,3 +252,123 @@ job_items = Table(
     Column("run_id", String(36)),
     Column("error", Text),
 )
+
+
+# -- health, alerts, usage (migration 0002) ------------------------------------------------------
+
+health_status = Table(
+    "health_status",
+    metadata,
+    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("since", TS, nullable=False),
+    Column("candidate", String(16)),  # the state a streak of results points at
+    Column("streak", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),  # consecutive down results
+    Column("last_checked_at", TS),
+    Column("last_latency_ms", Float),
+    Column("last_error", Text),
+)
+
+# One row per source and time bucket: bounded by sources x retention / bucket size.
+health_buckets = Table(
+    "health_buckets",
+    metadata,
+    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("bucket_start", TS, primary_key=True),
+    Column("checks", Integer, nullable=False, default=0),
+    Column("healthy", Integer, nullable=False, default=0),
+    Column("degraded", Integer, nullable=False, default=0),
+    Column("down", Integer, nullable=False, default=0),
+    Column("lat_count", Integer, nullable=False, default=0),
+    Column("lat_sum", Float, nullable=False, default=0.0),
+    Column("lat_min", Float),
+    Column("lat_max", Float),
+    Column("lat_hist", JSON),  # counts per engines.health.LATENCY_BINS_MS bin
+)
+Index("ix_health_buckets_start", health_buckets.c.bucket_start)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("rule", String(64), nullable=False),
+    Column("key", String(256), nullable=False),  # dedup key: rule + subject
+    Column("subject", String(256), nullable=False),  # source id or edge node
+    Column("source_id", String(36)),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # firing | resolved
+    Column("value", Float),
+    Column("message", Text, nullable=False),
+    Column("fired_at", TS, nullable=False),
+    Column("resolved_at", TS),
+    Column("data", JSON),
+)
+Index("ix_alerts_status_key", alerts.c.status, alerts.c.key)
+Index("ix_alerts_fired", alerts.c.fired_at)
+
+source_usage = Table(
+    "source_usage",
+    metadata,
+    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("bucket_start", TS, primary_key=True),
+    Column("api_reads", Integer, nullable=False, default=0),
+    Column("api_errors", Integer, nullable=False, default=0),
+    Column("discoveries", Integer, nullable=False, default=0),
+    Column("discovery_errors", Integer, nullable=False, default=0),
+    Column("checks", Integer, nullable=False, default=0),
+    Column("check_errors", Integer, nullable=False, default=0),
+    Column("query_ms", Float, nullable=False, default=0.0),  # cost: time spent on the source
+)
+Index("ix_source_usage_start", source_usage.c.bucket_start)
+
+
+# -- edge fleet (migration 0003) -----------------------------------------------------------------
+
+# One row per edge node: the fleet view, and the sync high-water mark that makes replay safe.
+edge_nodes = Table(
+    "edge_nodes",
+    metadata,
+    Column("node", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("epoch", String(64)),  # the node's outbox incarnation; a new one resets applied_seq
+    Column("applied_seq", BigInteger, nullable=False, default=0),
+    Column("version", String(64)),
+    Column("link_state", String(16), nullable=False, default="unknown"),
+    Column("load", Float),
+    Column("queue_depth", Integer),
+    Column("lag_s", Float),
+    Column("sources_digest", String(64)),
+    Column("joined_at", TS, nullable=False),
+    Column("last_heartbeat_at", TS),
+    Column("last_sync_at", TS),
+    Column("left_at", TS),
+)
+Index("ix_edge_nodes_site", edge_nodes.c.site)
+
+# High-water mark per outbox incarnation: a wiped cache starts a new epoch counting from 1,
+# while a stray batch of an old epoch still dedups against its own mark.
+edge_epochs = Table(
+    "edge_epochs",
+    metadata,
+    Column("node", String(64), primary_key=True),
+    Column("epoch", String(64), primary_key=True),
+    Column("applied_seq", BigInteger, nullable=False, default=0),
+)
+
+# Commands for an edge wait here until the edge acknowledges them (store-and-forward, core side).
+edge_commands = Table(
+    "edge_commands",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", TS, nullable=False),
+    Column("sent_at", TS),
+    Column("done_at", TS),
+    Column("result", JSON),
+)
+Index("ix_edge_commands_site_status", edge_commands.c.site, edge_commands.c.status)

@@ -1,0 +1,1 @@
+"""REST routers, mounted under ``/v1`` by :func:`datawave.datasource.serve.app.create_app`."""

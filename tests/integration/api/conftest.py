@@ -1,0 +1,99 @@
+"""The API on the session's Ray core: Serve is started once, on a free loopback port."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datawave.datasource.config import DatawaveSettings
+
+
+@pytest.fixture(scope="session")
+def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterator[str]:
+    from ray import serve
+
+    from datawave.datasource.cli.core import free_port
+    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
+
+    url = deploy_api(core_settings, port=free_port(), num_replicas=2)
+    deadline = time.monotonic() + 120
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=5)
+            if r.status_code == 200:
+                break
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"API never became ready: {last}")
+    yield url
+    serve.delete(APP_NAME)
+
+
+@pytest.fixture(scope="session")
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+async def ahttp(api_url: str):  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as c:
+        yield c
+
+
+def make_sqlite(path: Path, tables: int = 3) -> Path:
+    conn = sqlite3.connect(path)
+    for i in range(tables):
+        conn.execute(
+            f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount_{i} NUMERIC)"
+        )
+    conn.commit()
+    conn.close()
+    return path
+
+
+def unique(prefix: str = "api") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def sqlite_source(http: httpx.Client, tmp_path: Path) -> dict[str, object]:
+    """A registered SQLite source (3 tables), not yet discovered."""
+    db = make_sqlite(tmp_path / "shop.sqlite")
+    r = http.post(
+        "/v1/sources",
+        json={
+            "name": unique(),
+            "type": "sqlite",
+            "config": {"path": str(db)},
+            "labels": {"suite": "api"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return {**r.json(), "path": str(db)}
+
+
+def wait_job(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = http.get(f"/v1/jobs/{job_id}").json()
+        if view["status"] not in ("pending", "running"):
+            return dict(view)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still running")
+
+
+def discover(http: httpx.Client, ref: str) -> dict[str, object]:
+    r = http.post(f"/v1/sources/{ref}/discover")
+    assert r.status_code == 202, r.text
+    return wait_job(http, r.json()["id"])
