@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--replicas", type=int, default=2, help="Serve replicas (datawave up: 2)")
     ap.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_port:
@@ -177,6 +178,10 @@ def main() -> None:
     try:
         state = core_up(settings, echo=lambda *_: None)
         url = str(state["api_url"])
+        if args.replicas != 2:
+            from datawave.datasource.serve.deployment import deploy_api
+
+            deploy_api(settings, port=int(url.rsplit(":", 1)[1]), num_replicas=args.replicas)
         _wait_http(url)
         with HttpClient(url, timeout=900) as api:
             src = api.create_source(f"bench-{uuid.uuid4().hex[:6]}", "postgresql", {
@@ -230,6 +235,7 @@ def main() -> None:
         "clients": args.clients,
         "seconds": args.seconds,
         "store": args.store,
+        "replicas": args.replicas,
         "tables": counts["tables"],
         "columns": counts["columns"],
         "discover_s": round(discover_s, 2),

@@ -1,7 +1,9 @@
-"""The API on the session's Ray core: Serve is started once, on a free loopback port."""
+"""The API on the session's Ray core: Serve is started once for this package, on a free loopback
+port, and removed (with the event hub) when the package's tests are done."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -14,7 +16,7 @@ import pytest
 from datawave.datasource.config import DatawaveSettings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterator[str]:
     from ray import serve
 
@@ -37,9 +39,17 @@ def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterato
         pytest.fail(f"API never became ready: {last}")
     yield url
     serve.delete(APP_NAME)
+    # The hub drains every owner and the health scheduler: stop it so later tests that call
+    # drain() themselves see their events.
+    import ray
+
+    from datawave.datasource.serve.deployment import EVENTS_NAME
+
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(EVENTS_NAME, namespace=core_settings.ray.namespace), no_restart=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def http(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=60) as c:
         yield c

@@ -90,7 +90,13 @@ def _check_consistent(path: Path, last_reported: int) -> int:
         assert top % BATCH == 0 and acked % BATCH == 0
         for e in entries:
             i, k = divmod(e.seq - 1, BATCH)
-            assert e.record == {"i": i + 1, "k": k, "pad": "x" * 300, "rid": f"crash:{e.seq}"}
+            assert e.record == {
+                "i": i + 1,
+                "k": k,
+                "pad": "x" * 300,
+                "rid": f"crash:{e.seq}",
+                "seq": e.seq,
+            }
 
         # Snapshot batches are atomic too.
         per_batch: dict[str, int] = {}

@@ -80,6 +80,14 @@ def test_token_join_and_owner_delegation(
         assert done.status is RunStatus.SUCCEEDED, done.errors
         assert [t.name for t in client.tables(rec.id)] == ["plants"]
 
+        import ray
+
+        from datawave.datasource.actors.gateway import GATEWAY_NAME
+
+        gateway = ray.get_actor(GATEWAY_NAME, namespace=client.settings.ray.namespace)
+        stats = ray.get(gateway.stats.remote(), timeout=30)
+        assert stats["counters"]["registered"] >= 1 and stats["counters"]["refused"] >= 1
+
         fleet = json.loads(dw(core_env, "edge", "list", "--json").stdout)
         mine = [n for n in fleet if n["site"] == site]
         assert mine and mine[0]["link_state"] == "up" and mine[0]["node"] == joined["node"]

@@ -247,7 +247,14 @@ async def test_sigkill_mid_write_replays_the_outbox(
         n = core.store.get_edge_node(node)
         return n is not None and n.applied_seq > 0 and n.queue_depth == 0
 
-    await until(drained, 90, "replayed outbox drained")
+    try:
+        await until(drained, 90, "replayed outbox drained")
+    except AssertionError:
+        n = core.store.get_edge_node(node)
+        raise AssertionError(
+            f"not drained: {n}, gateway {core.gateway.counters}, "
+            f"{core.gateway.rejected_by_reason}\n{agents[-1].log()}"
+        ) from None
     seq = core.store.get_edge_node(node).applied_seq  # type: ignore[union-attr]
     rids = core.synthetic_rids()
     assert all(c == 1 for c in rids.values())

@@ -23,7 +23,7 @@ from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError
 from datawave.datasource.store import load_kek
 
-__all__ = ["CoreState", "core_down", "core_up", "ray_token_env", "read_state", "start_api"]
+__all__ = ["CoreState", "core_down", "core_up", "ray_token_env", "read_state"]
 
 CoreState = dict[str, Any]
 
@@ -166,19 +166,6 @@ def _start_api(settings: DatawaveSettings) -> str:
     from datawave.datasource.serve.deployment import deploy_api
 
     return deploy_api(settings, port=settings.api.port or free_port())
-
-
-def start_api(settings: DatawaveSettings, **deploy: Any) -> str:
-    """Deploy the API on the running core (this process must be connected to its Ray) and
-    record ``api_url`` in the state file."""
-    from datawave.datasource.serve.deployment import deploy_api
-
-    deploy.setdefault("port", settings.api.port or free_port())
-    url = deploy_api(settings, **deploy)
-    state = read_state(settings) or {}
-    state["api_url"] = url
-    settings.state_file.write_text(json.dumps(state, indent=2))
-    return url
 
 
 def _safe_url(url: str) -> str:

@@ -2,12 +2,17 @@
 
 ``cache`` keeps a node's state (snapshots, health samples, the outbox, sync cursors) in LMDB,
 ``tokens`` issues and redeems one-time join tokens, ``natsproc`` runs the real ``nats-server``
-processes (the core hub and the edge leaves). Nothing here imports ``actors`` or ``serve``.
+processes (the core hub and the edge leaves). ``agent`` runs on an edge node and ships results
+through its outbox; ``gateway`` applies them on the core; ``protocol`` is what travels between
+them, ``delta`` what a discovery ships; ``node`` is join / status / leave, ``hub`` the core's
+hub. Nothing here imports ``actors``, ``serve`` or Ray (see docs/edge.md).
 """
 
 from __future__ import annotations
 
+from datawave.datasource.edge.agent import EdgeAgent
 from datawave.datasource.edge.cache import DATABASES, CacheDb, EdgeCache, OutboxEntry
+from datawave.datasource.edge.gateway import EdgeGateway
 from datawave.datasource.edge.natsproc import (
     HubConfig,
     LeafConfig,
@@ -20,6 +25,8 @@ from datawave.datasource.edge.natsproc import (
     free_port,
     render_config,
 )
+from datawave.datasource.edge.protocol import BadMessage
+from datawave.datasource.edge.sources import SourceBook
 from datawave.datasource.edge.tokens import (
     EdgeCredentials,
     JoinToken,
@@ -31,15 +38,19 @@ from datawave.datasource.edge.tokens import (
 
 __all__ = [
     "DATABASES",
+    "BadMessage",
     "CacheDb",
+    "EdgeAgent",
     "EdgeCache",
     "EdgeCredentials",
+    "EdgeGateway",
     "HubConfig",
     "JoinToken",
     "LeafConfig",
     "NatsServer",
     "OutboxEntry",
     "ServerState",
+    "SourceBook",
     "TokenIssuer",
     "edge_inbox_prefix",
     "edge_permissions",

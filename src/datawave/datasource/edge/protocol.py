@@ -44,8 +44,6 @@ KINDS: Final = frozenset({"register", "sync", "heartbeat", "cmd"})
 class BadMessage(EdgeError):
     """A message that cannot be accepted; ``reason`` is short and safe to count by."""
 
-    code = "edge_bad_message"
-
     def __init__(self, reason: str, **context: Any) -> None:
         super().__init__(f"rejected edge message: {reason}", reason=reason, **context)
         self.reason = reason
