@@ -14,7 +14,9 @@ def admin(host: str, port: int, user: str) -> psycopg.Connection:
     return psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True)
 
 
-def ensure_database(host: str, port: int, user: str, name: str, schemas: int, per_schema: int) -> None:
+def ensure_database(
+    host: str, port: int, user: str, name: str, schemas: int, per_schema: int
+) -> None:
     want = schemas * per_schema
     with admin(host, port, user) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -34,7 +36,11 @@ def ensure_database(host: str, port: int, user: str, name: str, schemas: int, pe
             stmts = [f"CREATE SCHEMA {schema}"]
             for t in range(per_schema):
                 cols = ", ".join(f"c{i} {TYPES[i]}" for i in range(1, 11))
-                fk = f", prev_id bigint REFERENCES {schema}.t{t - 1}(id)" if t else ", prev_id bigint"
+                fk = (
+                    f", prev_id bigint REFERENCES {schema}.t{t - 1}(id)"
+                    if t
+                    else ", prev_id bigint"
+                )
                 stmts.append(f"CREATE TABLE {schema}.t{t} (id bigint PRIMARY KEY, {cols}{fk})")
                 if t % 4 == 0:
                     stmts.append(f"CREATE INDEX ON {schema}.t{t} (c4)")

@@ -26,12 +26,12 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pgbench_db import admin, ensure_database  # noqa: E402
+from _pgbench_db import admin, ensure_database
 
-from datawave.datasource.connectors import ConnectorRegistry  # noqa: E402
-from datawave.datasource.connectors.pg_catalog import DATABASE_QUERIES  # noqa: E402
-from datawave.datasource.engines import DiscoveryEngine, SourceService  # noqa: E402
-from datawave.datasource.store import AesGcmSealer, MetadataStore  # noqa: E402
+from datawave.datasource.connectors import ConnectorRegistry
+from datawave.datasource.connectors.pg_catalog import DATABASE_QUERIES
+from datawave.datasource.engines import DiscoveryEngine, SourceService
+from datawave.datasource.store import AesGcmSealer, MetadataStore
 
 HOST = os.environ.get("DATAWAVE_BENCH_PG_HOST", "127.0.0.1")
 PORT = int(os.environ.get("DATAWAVE_BENCH_PG_PORT", "5432"))
@@ -75,13 +75,24 @@ def inspector_seconds(dbname: str) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
-async def datawave_run(store: MetadataStore, dbname: str) -> tuple[float, float, dict[str, int], int]:
+async def datawave_run(
+    store: MetadataStore, dbname: str
+) -> tuple[float, float, dict[str, int], int]:
     registry = ConnectorRegistry()
     svc = SourceService(store, registry, shards=1)
     rec = svc.register(
-        {"name": f"bench-{dbname}-{uuid.uuid4().hex[:6]}", "type": "postgresql",
-         "config": {"host": HOST, "port": PORT, "user": USER, "auth": "none",
-                    "database": dbname, "databases": [dbname]}}  # fmt: skip
+        {
+            "name": f"bench-{dbname}-{uuid.uuid4().hex[:6]}",
+            "type": "postgresql",
+            "config": {
+                "host": HOST,
+                "port": PORT,
+                "user": USER,
+                "auth": "none",
+                "database": dbname,
+                "databases": [dbname],
+            },
+        }
     )
     engine = DiscoveryEngine(store)
     conn = svc.connector_for(rec)
@@ -121,9 +132,9 @@ def main() -> None:
         full_s, re_s, counters, written = asyncio.run(datawave_run(store, BIG))
         _, _, small_counters, _ = asyncio.run(datawave_run(store, SMALL))
         if args.skip_inspector:
-            inspector_s, n_insp = float("nan"), 0
+            inspector_s = float("nan")
         else:
-            inspector_s, n_insp = inspector_seconds(BIG)
+            inspector_s, _ = inspector_seconds(BIG)
     finally:
         store.close()
         if store_db:

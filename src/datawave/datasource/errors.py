@@ -53,7 +53,9 @@ __all__ = [
 ]
 
 _DSN_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)")
+_KV_PASSWORD = re.compile(
+    r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)"
+)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -106,9 +108,12 @@ class ValidationFailed(DatawaveError, ValueError):
 
     code = "validation_failed"
 
-    def __init__(self, message: str, errors: list[Mapping[str, Any]] | None = None, **ctx: Any):
-        super().__init__(message, errors=list(errors or []), **ctx)
-        self.errors = list(errors or [])
+    def __init__(
+        self, message: str, errors: Iterable[Mapping[str, Any]] | None = None, **ctx: Any
+    ) -> None:
+        errs = list(errors or [])
+        super().__init__(message, errors=errs, **ctx)
+        self.errors = errs
 
 
 class NotFound(DatawaveError, KeyError):

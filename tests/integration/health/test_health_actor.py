@@ -45,7 +45,9 @@ def _dw(core_env, *args: str) -> str:
     from pathlib import Path
 
     exe = Path(sys.executable).with_name("datawave")
-    out = subprocess.run([str(exe), *args], env=core_env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(exe), *args], env=core_env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -60,7 +62,9 @@ def test_cli_health_alerts_report(client, core_env, pg_db):
     assert fleet["states"].get("healthy", 0) >= 1
     one = json.loads(_dw(core_env, "health", rec.name, "--json"))
     assert one["status"]["state"] == "healthy" and one["summary"]["checks"] >= 1
-    assert isinstance(json.loads(_dw(core_env, "alerts", "list", "--status", "all", "--json")), list)
+    assert isinstance(
+        json.loads(_dw(core_env, "alerts", "list", "--status", "all", "--json")), list
+    )
     rows = list(csv.DictReader(io.StringIO(_dw(core_env, "report", "--format", "csv"))))
     mine = [r for r in rows if r["name"] == rec.name]
     assert mine and int(mine[0]["checks"]) >= 1

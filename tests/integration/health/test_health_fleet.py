@@ -53,7 +53,9 @@ async def test_source_down_alert_fires_once_and_resolves(fleet_factory, proxy_fa
 async def test_slow_source_is_degraded(fleet_factory, proxy_factory, pg_db):
     proxy = proxy_factory((PG_HOST, PG_PORT))
     fleet = fleet_factory(rise=1, fall=1, rules=[])
-    rec = await fleet.register("slow", "postgresql", _pg(pg_db, proxy.port, degraded_latency_ms=150))
+    rec = await fleet.register(
+        "slow", "postgresql", _pg(pg_db, proxy.port, degraded_latency_ms=150)
+    )
     await fleet.scheduler.sweep()
     assert fleet.scheduler.engine.status(rec.id).state == "healthy"
     proxy.delay_s = 0.2  # each direction: SELECT 1 now takes >= 400 ms
@@ -146,15 +148,24 @@ async def test_metrics_are_exposed_and_correct(fleet_factory, pg_db, closed_port
         o.on_checks = fleet.scheduler.metrics.record_checks  # one registry for the whole fleet
     for i in range(3):
         await fleet.register(f"up-{i}", "postgresql", pg_db.config(auth="none"))
-    await fleet.register("dead", "postgresql", {"host": host, "port": port, "user": "x", "auth": "none"})
+    await fleet.register(
+        "dead", "postgresql", {"host": host, "port": port, "user": "x", "auth": "none"}
+    )
     await fleet.scheduler.sweep()
     text = (await fleet.scheduler.metrics_text()).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
     assert samples[("datawave_sources", (("location", "core"), ("state", "healthy")))] == 3
     assert samples[("datawave_sources", (("location", "core"), ("state", "down")))] == 1
-    assert samples[("datawave_health_checks_total", (("state", "healthy"), ("type", "postgresql")))] == 3
-    assert samples[("datawave_health_checks_total", (("state", "down"), ("type", "postgresql")))] == 1
+    assert (
+        samples[("datawave_health_checks_total", (("state", "healthy"), ("type", "postgresql")))]
+        == 3
+    )
+    assert (
+        samples[("datawave_health_checks_total", (("state", "down"), ("type", "postgresql")))] == 1
+    )
     assert samples[("datawave_health_check_duration_seconds_count", (("type", "postgresql"),))] >= 3
-    assert samples[("datawave_alerts_firing", (("rule", "down-now"), ("severity", "critical")))] == 1
+    assert (
+        samples[("datawave_alerts_firing", (("rule", "down-now"), ("severity", "critical")))] == 1
+    )
     assert samples[("datawave_health_sweep_duration_seconds_count", ())] == 1

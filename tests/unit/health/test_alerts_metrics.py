@@ -28,7 +28,9 @@ def test_bad_rules_are_config_errors_naming_the_field():
         load_settings(health={"rules": [{"name": "y", "metric": "latency_p95", "threshold": -5}]})
     assert e.value.context["fields"] == ["health.rules.0.threshold"]
     with pytest.raises(ConfigError):
-        load_settings(health={"rules": [{"name": "z", "metric": "source_down", "threshold": 1}] * 2})
+        load_settings(
+            health={"rules": [{"name": "z", "metric": "source_down", "threshold": 1}] * 2}
+        )
 
 
 def test_rules_fire_once_and_resolve(store):
@@ -56,7 +58,11 @@ def test_rules_fire_once_and_resolve(store):
     fired, resolved = eng.evaluate(inp)
     assert fired == [] and [a.key for a in resolved] == ["down:a"]
     assert [e.type for e in events].count("alert.resolved") == 1
-    assert {a.key for a in store.list_alerts(status="firing")} == {"disc:b", "edge:edge:n1", "slow:b"}
+    assert {a.key for a in store.list_alerts(status="firing")} == {
+        "disc:b",
+        "edge:edge:n1",
+        "slow:b",
+    }
 
 
 def test_metrics_text_and_merge():
@@ -69,6 +75,9 @@ def test_metrics_text_and_merge():
     merged = merge_expositions([a.render(), b.render()]).decode()
     assert 'datawave_health_checks_total{state="healthy",type="postgresql"} 5.0' in merged
     assert 'datawave_health_checks_total{state="down",type="sqlite"} 1.0' in merged
-    assert 'datawave_api_request_duration_seconds_count{method="GET",route="/v1/sources"} 2.0' in merged
+    assert (
+        'datawave_api_request_duration_seconds_count{method="GET",route="/v1/sources"} 2.0'
+        in merged
+    )
     assert 'datawave_api_errors_total{code="store_error",route="/v1/sources"} 1.0' in merged
     assert merged.count("# TYPE datawave_health_checks_total counter") == 1

@@ -61,7 +61,11 @@ def test_hysteresis_down_and_back(store):
     # rise=2
     assert eng.observe([_rep(rec.id, HealthState.HEALTHY)]) == []
     assert [t.after for t in eng.observe([_rep(rec.id, HealthState.HEALTHY)])] == ["healthy"]
-    assert [e.data["to"] for e in events if e.type == "health.changed"] == ["healthy", "down", "healthy"]
+    assert [e.data["to"] for e in events if e.type == "health.changed"] == [
+        "healthy",
+        "down",
+        "healthy",
+    ]
     eng.flush()
     assert store.get_source(rec.id).health == "healthy"
     assert store.get_health(rec.id).state == "healthy"

@@ -52,7 +52,10 @@ def apply_ray_auth(env: Mapping[str, str]) -> None:
     """
     os.environ.update(env)
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import (  # type: ignore[attr-defined]
+            AuthenticationTokenLoader,
+            Config,
+        )
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
@@ -80,7 +83,10 @@ class JobHandle:
         return _unwrap(lambda: ray.get(self.client._jobs.get.remote(self.id)))  # type: ignore[no-any-return]
 
     def wait(
-        self, timeout_s: float | None = None, *, on_progress: Callable[[JobView], None] | None = None
+        self,
+        timeout_s: float | None = None,
+        *,
+        on_progress: Callable[[JobView], None] | None = None,
     ) -> JobView:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -109,10 +115,10 @@ class Client:
         self.settings = settings
         ns = settings.ray.namespace
         self._jobs = ray.get_actor(JOBS_NAME, namespace=ns)
-        topo = ray.get(self._jobs.topology.remote())
+        topo: Any = ray.get(self._jobs.topology.remote())
         self.shards: int = topo["shards"]
-        self._owners = RayOwnerDirectory(ns)
-        self.store = MetadataStore(topo["store_url"])  # reads only; no sealer here
+        self._owners: RayOwnerDirectory = RayOwnerDirectory(ns)
+        self.store: MetadataStore = MetadataStore(topo["store_url"])  # reads only; no sealer
 
     def _call(self, shard: int, method: str, *args: Any) -> Any:
         return _unwrap(lambda: ray.get(getattr(self._owners.handle(shard), method).remote(*args)))
@@ -143,7 +149,9 @@ class Client:
     def get(self, ref: str) -> SourceRecord:
         return self._resolve(ref)
 
-    def update(self, ref: str, patch: Mapping[str, Any], *, expected_version: int | None = None) -> SourceRecord:
+    def update(
+        self, ref: str, patch: Mapping[str, Any], *, expected_version: int | None = None
+    ) -> SourceRecord:
         rec = self._resolve(ref)
         return self._call(rec.owner_shard, "update", rec.id, dict(patch), expected_version)  # type: ignore[no-any-return]
 
@@ -165,7 +173,9 @@ class Client:
     ) -> JobHandle:
         """Start a bulk discovery. ``selector``: a selector, a list of names/ids, or "all"."""
         if isinstance(selector, str):
-            sel = SourceSelector(all=True) if selector == "all" else SourceSelector(names=[selector])
+            sel = (
+                SourceSelector(all=True) if selector == "all" else SourceSelector(names=[selector])
+            )
         elif isinstance(selector, SourceSelector):
             sel = selector
         elif isinstance(selector, Mapping):

@@ -99,9 +99,9 @@ class HealthActor(HealthScheduler):
 
 
 def health_scheduler_class(settings: DatawaveSettings) -> Any:
-    return ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0)(
-        HealthActor
-    )
+    return ray.remote(  # type: ignore[call-overload]
+        max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0
+    )(HealthActor)
 
 
 def owner_class(settings: DatawaveSettings) -> Any:
@@ -118,7 +118,9 @@ def owner_class(settings: DatawaveSettings) -> Any:
 
 
 def job_manager_class(settings: DatawaveSettings) -> Any:
-    return ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0)(JobsActor)
+    return ray.remote(  # type: ignore[call-overload]
+        max_restarts=-1, max_concurrency=1000, num_cpus=0
+    )(JobsActor)
 
 
 def deploy(settings: DatawaveSettings, *, detached: bool = True) -> dict[str, Any]:
@@ -136,12 +138,16 @@ def deploy(settings: DatawaveSettings, *, detached: bool = True) -> dict[str, An
                 name=owner_name(shard), namespace=ns, lifetime=lifetime, get_if_exists=True
             ).remote(shard, payload)
         )
-    handles["jobs"] = job_manager_class(settings).options(
-        name=JOBS_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True
-    ).remote(payload)
-    handles["health"] = health_scheduler_class(settings).options(
-        name=HEALTH_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True
-    ).remote(payload)
+    handles["jobs"] = (
+        job_manager_class(settings)
+        .options(name=JOBS_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True)
+        .remote(payload)
+    )
+    handles["health"] = (
+        health_scheduler_class(settings)
+        .options(name=HEALTH_NAME, namespace=ns, lifetime=lifetime, get_if_exists=True)
+        .remote(payload)
+    )
     return handles
 
 

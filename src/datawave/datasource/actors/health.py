@@ -181,7 +181,9 @@ class HealthScheduler:
             out.extend(part)
         return out
 
-    async def _call(self, shard: int, items: list[tuple[SourceRecord, float]]) -> list[HealthReport]:
+    async def _call(
+        self, shard: int, items: list[tuple[SourceRecord, float]]
+    ) -> list[HealthReport]:
         ids = [r.id for r, _ in items]
         timeouts = [t for _, t in items]
         hs = self.settings.health
@@ -253,7 +255,9 @@ class HealthScheduler:
         drift: dict[tuple[str, float], int] = {}
         metrics = {r.metric for r in rules}
         for window in {r.window_s for r in rules if r.metric == "latency_p95"}:
-            for sid, summ in self.store.latency_summary(since=now - timedelta(seconds=window)).items():
+            for sid, summ in self.store.latency_summary(
+                since=now - timedelta(seconds=window)
+            ).items():
                 if summ.p95_ms is not None:
                     p95[(sid, window)] = summ.p95_ms
         for window in {r.window_s for r in rules if r.metric == "breaking_drift"}:

@@ -50,7 +50,10 @@ def resolve_selector(store: MetadataStore, selector: SourceSelector) -> list[tup
 
 class JobManager:
     def __init__(
-        self, settings: Mapping[str, Any] | DatawaveSettings, owners: OwnerDirectory, store: MetadataStore
+        self,
+        settings: Mapping[str, Any] | DatawaveSettings,
+        owners: OwnerDirectory,
+        store: MetadataStore,
     ) -> None:
         self.settings = (
             settings
@@ -63,8 +66,14 @@ class JobManager:
         self._views: dict[str, JobView] = {}
         self._done: dict[str, asyncio.Event] = {}
 
-    async def submit(self, selector: Mapping[str, Any] | SourceSelector, job_id: str | None = None) -> JobView:
-        sel = selector if isinstance(selector, SourceSelector) else SourceSelector.model_validate(dict(selector))
+    async def submit(
+        self, selector: Mapping[str, Any] | SourceSelector, job_id: str | None = None
+    ) -> JobView:
+        sel = (
+            selector
+            if isinstance(selector, SourceSelector)
+            else SourceSelector.model_validate(dict(selector))
+        )
         job_id = job_id or str(uuid.uuid4())
         if job_id in self._views:  # idempotent re-submit
             return self._views[job_id]

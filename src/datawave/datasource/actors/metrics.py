@@ -39,7 +39,9 @@ class Metrics:
         ray_metrics: also record into Ray custom metrics (only inside a Ray worker).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, ray_metrics: bool = False) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, ray_metrics: bool = False
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.sources = Gauge("datawave_sources", "Registered sources by health state",
@@ -83,7 +85,9 @@ class Metrics:
         self._ray: dict[str, Any] = _ray_metrics() if ray_metrics else {}
 
     # -- recorders (each also feeds Ray when enabled) -------------------------------------------
-    def record_checks(self, records: Sequence[SourceRecord], reports: Sequence[HealthReport]) -> None:
+    def record_checks(
+        self, records: Sequence[SourceRecord], reports: Sequence[HealthReport]
+    ) -> None:
         ray_m = self._ray
         for rec, rep in zip(records, reports, strict=True):
             state = rep.state.value
@@ -119,7 +123,9 @@ class Metrics:
                 if self._ray:
                     self._ray["sources"].set(n, tags={"state": state, "location": location})
 
-    def set_alerts(self, firing: Iterable[tuple[str, str]], rules: Iterable[tuple[str, str]]) -> None:
+    def set_alerts(
+        self, firing: Iterable[tuple[str, str]], rules: Iterable[tuple[str, str]]
+    ) -> None:
         """``firing``: (rule, severity) of each open alert; ``rules``: all configured rules."""
         counts: dict[tuple[str, str], int] = {k: 0 for k in rules}
         for key in firing:

@@ -193,8 +193,14 @@ class SourceOwner:
         for i, sid in enumerate(source_ids):
             rec = by_id.get(sid)
             if rec is None or rec.owner_shard != self.shard:
-                why = f"no source {sid!r}" if rec is None else f"source {sid} is owned by shard {rec.owner_shard}"
-                out[i] = HealthReport(source_id=sid, state=HealthState.UNKNOWN, error=why, checked_at=now)
+                why = (
+                    f"no source {sid!r}"
+                    if rec is None
+                    else f"source {sid} is owned by shard {rec.owner_shard}"
+                )
+                out[i] = HealthReport(
+                    source_id=sid, state=HealthState.UNKNOWN, error=why, checked_at=now
+                )
                 continue
             limit = timeouts[i] if timeouts else source_policy(rec, self.settings.health).timeout_s
             todo.append((i, rec, limit))

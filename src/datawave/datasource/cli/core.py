@@ -101,7 +101,9 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
     if settings.ray.num_cpus:
         cmd.append(f"--num-cpus={settings.ray.num_cpus}")
     log = open(logs / "ray-head.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     address = f"127.0.0.1:{port}"
     try:
         _wait_port("127.0.0.1", port, 90, proc)

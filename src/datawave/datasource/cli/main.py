@@ -16,7 +16,9 @@ from datawave.datasource.cli.output import console, emit_json, err_console, tabl
 from datawave.datasource.config import load_settings
 from datawave.datasource.errors import DatawaveError, ValidationFailed
 
-app = typer.Typer(no_args_is_help=True, help="datawave datasource: register, test, discover, watch.")
+app = typer.Typer(
+    no_args_is_help=True, help="datawave datasource: register, test, discover, watch."
+)
 sources_app = typer.Typer(no_args_is_help=True, help="Register and manage data sources.")
 app.add_typer(sources_app, name="sources")
 app.add_typer(edge_app, name="edge")
@@ -205,7 +207,11 @@ def sources_add(
         cfg.update(json.loads(config))
     cfg.update(_parse_kv(set_, "--set"))
     for key in secret:
-        cfg[key] = typer.prompt(key, hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        cfg[key] = (
+            typer.prompt(key, hide_input=True)
+            if sys.stdin.isatty()
+            else sys.stdin.readline().rstrip("\n")
+        )
     labels = {k: str(v) for k, v in _parse_kv(label, "--label").items()}
     try:
         rec = _client().register(name, type_, cfg, labels=labels, collection=collection,
@@ -215,7 +221,9 @@ def sources_add(
     if json_out:
         emit_json(rec)
     else:
-        console.print(f"registered [bold]{rec.name}[/bold] ({rec.type}) id={rec.id} shard={rec.owner_shard}")
+        console.print(
+            f"registered [bold]{rec.name}[/bold] ({rec.type}) id={rec.id} shard={rec.owner_shard}"
+        )
 
 
 @sources_app.command("list")
@@ -283,7 +291,9 @@ def sources_test(ref: str, json_out: JsonOpt = False) -> None:
 
 
 @sources_app.command("remove")
-def sources_remove(ref: str, purge: bool = typer.Option(False, help="Also delete metadata")) -> None:
+def sources_remove(
+    ref: str, purge: bool = typer.Option(False, help="Also delete metadata")
+) -> None:
     """Remove a source (soft by default: metadata is kept)."""
     try:
         _client().remove(ref, purge=purge)
@@ -402,14 +412,18 @@ def health(
         from datawave.datasource.actors.factory import HEALTH_NAME
 
         sched = ray.get_actor(HEALTH_NAME, namespace=client.settings.ray.namespace)
-        done = ray.get(sched.sweep.remote())
+        done: Any = ray.get(sched.sweep.remote())
         if not json_out:
-            console.print(f"swept {done.get('checked', 0)} sources in {done.get('duration_s', 0)} s")
+            console.print(
+                f"swept {done.get('checked', 0)} sources in {done.get('duration_s', 0)} s"
+            )
     if ref is None:
         counts = client.store.health_counts()
         bad = [r for r in client.sources() if r.health in ("down", "degraded")]
         if json_out:
-            emit_json({"states": counts, "unhealthy": [{"name": r.name, "health": r.health} for r in bad]})
+            emit_json(
+                {"states": counts, "unhealthy": [{"name": r.name, "health": r.health} for r in bad]}
+            )
             return
         table("sources by health", ["state", "sources"], sorted(counts.items()))
         if bad:

@@ -45,10 +45,14 @@ class _Section(BaseModel):
 
 
 class RaySettings(_Section):
-    address: str | None = Field(None, description="Existing cluster ('auto' or host:port); None starts one")
+    address: str | None = Field(
+        None, description="Existing cluster ('auto' or host:port); None starts one"
+    )
     namespace: str = "datawave"
     num_cpus: int | None = Field(None, ge=1)
-    port: int = Field(0, ge=0, le=65535, description="GCS port for `datawave up`; 0 picks a free one")
+    port: int = Field(
+        0, ge=0, le=65535, description="GCS port for `datawave up`; 0 picks a free one"
+    )
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(0, ge=0, le=65535)
     include_dashboard: bool = True
@@ -81,7 +85,9 @@ class ApiSettings(_Section):
 
 
 class NatsSettings(_Section):
-    url: str | None = Field(None, description="Existing NATS deployment; None starts the embedded hub")
+    url: str | None = Field(
+        None, description="Existing NATS deployment; None starts the embedded hub"
+    )
     host: str = "127.0.0.1"
     client_port: int = Field(0, ge=0, le=65535)
     leaf_port: int = Field(0, ge=0, le=65535)
@@ -107,13 +113,21 @@ ALERT_METRICS: dict[str, str] = {
 class AlertRule(_Section):
     """One alert rule; fires per source (or edge node) and resolves when the condition clears."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Also the NATS subject leaf")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Also the NATS subject leaf"
+    )
     metric: str = Field(description="One of ALERT_METRICS")
     threshold: float = Field(description="Fires at or above this value (unit: see ALERT_METRICS)")
-    window_s: float = Field(900.0, gt=0, le=7 * 86400, description="latency_p95 / breaking_drift window")
+    window_s: float = Field(
+        900.0, gt=0, le=7 * 86400, description="latency_p95 / breaking_drift window"
+    )
     severity: Literal["info", "warning", "critical"] = "warning"
-    labels: dict[str, str] = Field(default_factory=dict, description="Only sources with these labels")
-    webhooks: list[str] = Field(default_factory=list, description="Extra webhook URLs for this rule")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Only sources with these labels"
+    )
+    webhooks: list[str] = Field(
+        default_factory=list, description="Extra webhook URLs for this rule"
+    )
 
     @field_validator("metric")
     @classmethod
@@ -158,10 +172,18 @@ class HealthSettings(_Section):
     interval_s: float = Field(60.0, gt=0, le=86400)
     timeout_s: float = Field(10.0, gt=0, le=600)
     jitter: float = Field(0.1, ge=0, le=0.5, description="Spread of the next check, as a fraction")
-    backoff_max_s: float = Field(900.0, gt=0, description="Longest interval for a source that is down")
-    rise: int = Field(2, ge=1, le=100, description="Consecutive good results to leave down/degraded")
-    fall: int = Field(2, ge=1, le=100, description="Consecutive bad results to become down/degraded")
-    degraded_latency_ms: float | None = Field(None, gt=0, description="Slower checks count as degraded")
+    backoff_max_s: float = Field(
+        900.0, gt=0, description="Longest interval for a source that is down"
+    )
+    rise: int = Field(
+        2, ge=1, le=100, description="Consecutive good results to leave down/degraded"
+    )
+    fall: int = Field(
+        2, ge=1, le=100, description="Consecutive bad results to become down/degraded"
+    )
+    degraded_latency_ms: float | None = Field(
+        None, gt=0, description="Slower checks count as degraded"
+    )
     tick_s: float = Field(1.0, gt=0, le=60)
     refresh_s: float = Field(30.0, gt=0, description="How often the source list is re-read")
     evaluate_s: float = Field(15.0, gt=0, description="How often alert rules are evaluated")
@@ -221,12 +243,11 @@ class DatawaveSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _profile_rules(self) -> DatawaveSettings:
-        if self.profile == "prod":
-            if not self.store_url or not self.store_url.startswith("postgresql"):
-                raise ValueError(
-                    "store_url: profile 'prod' requires a PostgreSQL store "
-                    "(set DATAWAVE_STORE_URL=postgresql://...)"
-                )
+        if self.profile == "prod" and not (self.store_url or "").startswith("postgresql"):
+            raise ValueError(
+                "store_url: profile 'prod' requires a PostgreSQL store "
+                "(set DATAWAVE_STORE_URL=postgresql://...)"
+            )
         if self.profile == "edge" and not self.edge.site:
             raise ValueError("edge.site: profile 'edge' requires DATAWAVE_EDGE__SITE")
         return self
@@ -251,7 +272,9 @@ def _yaml_topology(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"topology_file: cannot read {path}: {exc}", field="topology_file") from exc
+        raise ConfigError(
+            f"topology_file: cannot read {path}: {exc}", field="topology_file"
+        ) from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"topology_file: {path} must hold a mapping", field="topology_file")
     return doc

@@ -97,7 +97,7 @@ class DiscoveryFilters(BaseModel):
     def database(self, name: str) -> bool:
         return self._ok(name, self.include_databases, self.exclude_databases)
 
-    def schema(self, name: str) -> bool:
+    def schema(self, name: str) -> bool:  # type: ignore[override]  # not BaseModel.schema
         return self._ok(name, self.include_schemas, self.exclude_schemas)
 
     def table(self, schema: str, name: str) -> bool:

@@ -556,7 +556,7 @@ class _Reader:
             kind = TableKind.PARTITIONED_TABLE
             partition_key = ", ".join(f.name for f in keys) or None
             props["files"] = str(len(src.files))
-        table = TableInfo(
+        table = TableInfo(  # type: ignore[call-arg]  # "schema" alias
             database=database,
             schema=src.schema,
             name=src.name,

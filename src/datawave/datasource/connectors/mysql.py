@@ -806,7 +806,7 @@ class _CatalogBuilder:
 
     def build(self) -> tuple[TableInfo, ...]:
         tables = [
-            TableInfo(
+            TableInfo(  # type: ignore[call-arg]  # "schema" alias
                 database=CATALOG,
                 schema=d.schema,
                 name=d.name,
@@ -840,7 +840,7 @@ def _partition(
     props = {"partition": name, "ordinal": str(first[4])}
     if has_subpartitions:
         props["subpartitions"] = ",".join(sorted(_text(r[3]) or "" for r in rows))
-    return TableInfo(
+    return TableInfo(  # type: ignore[call-arg]  # "schema" alias
         database=CATALOG,
         schema=parent.schema,
         name=f"{parent.name}#P#{name}",

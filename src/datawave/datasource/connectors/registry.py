@@ -61,7 +61,9 @@ class ConnectorRegistry:
                     continue
                 if not (isinstance(cls, type) and issubclass(cls, Connector)):
                     plugins[ep.name] = PluginInfo(
-                        name=ep.name, enabled=False, reason=f"disabled: {ep.value} is not a Connector"
+                        name=ep.name,
+                        enabled=False,
+                        reason=f"disabled: {ep.value} is not a Connector",
                     )
                     continue
                 plugins[ep.name] = _info(cls)

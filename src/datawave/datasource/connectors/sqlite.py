@@ -562,7 +562,7 @@ class _SchemaBuilder:
 
     def build(self) -> list[TableInfo]:
         return [
-            TableInfo(
+            TableInfo(  # type: ignore[call-arg]  # "schema" alias
                 database=self.database,
                 schema=self.schema,
                 name=d.name,

@@ -68,8 +68,12 @@ class AlertInputs:
     health: Mapping[str, HealthStatus]
     p95_ms: Mapping[tuple[str, float], float] = field(default_factory=dict)  # (source, window_s)
     discovery_streaks: Mapping[str, int] = field(default_factory=dict)
-    breaking_drift: Mapping[tuple[str, float], int] = field(default_factory=dict)  # (source, window)
-    edge_links: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)  # node: (state, since)
+    breaking_drift: Mapping[tuple[str, float], int] = field(
+        default_factory=dict
+    )  # (source, window)
+    edge_links: Mapping[str, tuple[str, datetime]] = field(
+        default_factory=dict
+    )  # node: (state, since)
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,9 @@ class AlertNotifier:
                 if attempt < s.webhook_retries:
                     await asyncio.sleep(s.webhook_backoff_s * (2**attempt))
             self.on_result("webhook", "failed")
-            log.warning("alert webhook gave up after %d attempts (rule %s)", s.webhook_retries + 1, rule)
+            log.warning(
+                "alert webhook gave up after %d attempts (rule %s)", s.webhook_retries + 1, rule
+            )
 
     def _log(self, url: str, rule: str, attempt: int, outcome: str) -> None:
         from datawave.datasource.errors import redact
@@ -288,7 +294,9 @@ class AlertNotifier:
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until queued deliveries are done (tests, shutdown)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while (not self._queue.empty() or self._tasks) and asyncio.get_running_loop().time() < deadline:
+        while (  # noqa: ASYNC110 - polls two conditions, one of them a task set
+            not self._queue.empty() or self._tasks
+        ) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
@@ -317,4 +325,3 @@ class NatsPublisher:
     async def close(self) -> None:
         if self._nc is not None:
             await self._nc.drain()
-

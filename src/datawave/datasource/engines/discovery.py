@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datawave.datasource.connectors import Connector, gc_paused
+from datawave.datasource.engines.drift import diff_tables, table_added, table_removed
+from datawave.datasource.engines.fingerprint import fingerprint, snapshot_fingerprint
 from datawave.datasource.errors import ConnectorError, DatawaveError, redact
 from datawave.datasource.models import (
     DiscoveryResult,
@@ -30,8 +32,6 @@ from datawave.datasource.models import (
     qualified_name,
 )
 from datawave.datasource.store import ChangeSet, MetadataStore, SnapshotRow, TableRow, asset_id
-from datawave.datasource.engines.drift import diff_tables, table_added, table_removed
-from datawave.datasource.engines.fingerprint import fingerprint, snapshot_fingerprint
 
 __all__ = ["DiscoveryEngine", "plan_changes"]
 
@@ -107,8 +107,10 @@ def plan_changes(
         if key in seen_keys:
             continue
         db, schema, _ = key
-        confirmed = (db, schema) in result.complete_schemas or (db, schema) in gone_schemas or (
-            db in gone_dbs
+        confirmed = (
+            (db, schema) in result.complete_schemas
+            or (db, schema) in gone_schemas
+            or (db in gone_dbs)
         )
         if confirmed:
             cs.delete_tables.append(old.id)
@@ -142,10 +144,14 @@ class DiscoveryEngine:
         self.sink = sink
         self.origin = origin
 
-    def _emit(self, type_: str, source_id: str, run_id: str, job_id: str | None, **data: Any) -> None:
+    def _emit(
+        self, type_: str, source_id: str, run_id: str, job_id: str | None, **data: Any
+    ) -> None:
         if self.sink is not None:
             try:
-                self.sink(Event(type=type_, source_id=source_id, run_id=run_id, job_id=job_id, data=data))
+                self.sink(
+                    Event(type=type_, source_id=source_id, run_id=run_id, job_id=job_id, data=data)
+                )
             except Exception:  # a broken listener never fails a run
                 log.exception("event sink failed")
 
@@ -163,7 +169,12 @@ class DiscoveryEngine:
         run_id = run_id or str(uuid.uuid4())
         t0 = time.perf_counter()
         await asyncio.to_thread(
-            self.store.start_run, run_id, source_id, job_id=job_id, attempt=attempt, origin=self.origin
+            self.store.start_run,
+            run_id,
+            source_id,
+            job_id=job_id,
+            attempt=attempt,
+            origin=self.origin,
         )
         self._emit("discovery.started", source_id, run_id, job_id, attempt=attempt)
         try:

@@ -30,7 +30,8 @@ def _keys(t: TableInfo) -> dict[str, object]:
         "primary_key": list(t.primary_key.columns) if t.primary_key else None,
         "unique": sorted(list(u.columns) for u in t.unique_constraints),
         "foreign_keys": sorted(
-            (list(f.columns), f.ref_schema, f.ref_table, list(f.ref_columns)) for f in t.foreign_keys
+            (list(f.columns), f.ref_schema, f.ref_table, list(f.ref_columns))
+            for f in t.foreign_keys
         ),
     }
 
@@ -75,7 +76,9 @@ def diff_tables(source_id: str, run_id: str, old: TableInfo, new: TableInfo) -> 
     if ko != kn:
         ev(DriftKind.KEY_CHANGED, before=ko, after=kn, breaking=True)
     other = ("kind", "comment", "definition", "parent", "partition_key", "partition_bound")
-    changed = {f: (getattr(old, f), getattr(new, f)) for f in other if getattr(old, f) != getattr(new, f)}
+    changed = {
+        f: (getattr(old, f), getattr(new, f)) for f in other if getattr(old, f) != getattr(new, f)
+    }
     old_ix = sorted((i.name, i.columns, i.unique, i.predicate) for i in old.indexes)
     new_ix = sorted((i.name, i.columns, i.unique, i.predicate) for i in new.indexes)
     col_meta = [
@@ -84,7 +87,7 @@ def diff_tables(source_id: str, run_id: str, old: TableInfo, new: TableInfo) -> 
                                   old_cols[cname].generated, old_cols[cname].ordinal)
         != (c.comment, c.default, c.generated, c.ordinal)
     ]  # fmt: skip
-    if changed or old_ix != new_ix or col_meta or not events and old != new:
+    if changed or old_ix != new_ix or col_meta or (not events and old != new):
         ev(
             DriftKind.TABLE_CHANGED,
             before={f: v[0] for f, v in changed.items()} | ({"indexes": [i[0] for i in old_ix]}

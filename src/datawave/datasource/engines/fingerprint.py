@@ -25,17 +25,35 @@ def _canonical(t: TableInfo) -> tuple[object, ...]:
         t.partition_bound,
         t.definition,
         [
-            (c.name, c.ordinal, c.data_type, c.nullable, c.default, c.comment, c.generated,
-             c.identity, list(c.enum_values) if c.enum_values is not None else None, c.is_array)
+            (
+                c.name,
+                c.ordinal,
+                c.data_type,
+                c.nullable,
+                c.default,
+                c.comment,
+                c.generated,
+                c.identity,
+                list(c.enum_values) if c.enum_values is not None else None,
+                c.is_array,
+            )
             for c in t.columns
-        ],  # fmt: skip
+        ],
         (t.primary_key.name, list(t.primary_key.columns)) if t.primary_key else None,
         sorted((u.name or "", list(u.columns)) for u in t.unique_constraints),
         sorted(
-            (f.name or "", list(f.columns), f.ref_database, f.ref_schema, f.ref_table,
-             list(f.ref_columns), f.on_update, f.on_delete)
+            (
+                f.name or "",
+                list(f.columns),
+                f.ref_database,
+                f.ref_schema,
+                f.ref_table,
+                list(f.ref_columns),
+                f.on_update,
+                f.on_delete,
+            )
             for f in t.foreign_keys
-        ),  # fmt: skip
+        ),
         sorted(
             (i.name, list(i.columns), i.unique, i.primary, i.predicate, i.method) for i in t.indexes
         ),

@@ -185,7 +185,9 @@ class HealthEngine:
         for sid in source_ids:
             t = self._tracked.get(sid)
             if t is not None:
-                t.next_due = now + (in_s if in_s is not None else t.policy.timeout_s + t.policy.interval_s)
+                t.next_due = now + (
+                    in_s if in_s is not None else t.policy.timeout_s + t.policy.interval_s
+                )
 
     # -- results -----------------------------------------------------------------------------
     def classify(self, rep: HealthReport) -> HealthState:
@@ -221,7 +223,9 @@ class HealthEngine:
                 }))  # fmt: skip
         return out
 
-    def _step(self, t: _Tracked, raw: HealthState, rep: HealthReport, at: datetime) -> Transition | None:
+    def _step(
+        self, t: _Tracked, raw: HealthState, rep: HealthReport, at: datetime
+    ) -> Transition | None:
         s = t.status
         s.failures = s.failures + 1 if raw is HealthState.DOWN else 0
         current = HealthState(s.state)

@@ -159,7 +159,9 @@ class ProbePool:
             try:
                 probe = self._probes.get(target.key)
                 if probe is None:
-                    secrets = await asyncio.to_thread(self._secrets, rec) if rec.secret_fields else {}
+                    secrets = (
+                        await asyncio.to_thread(self._secrets, rec) if rec.secret_fields else {}
+                    )
                     probe = self._open_probe(rec, secrets)
                     self._remember(target.key, probe)
                 else:

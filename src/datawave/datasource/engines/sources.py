@@ -9,7 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from datawave.datasource.connectors import Connector, ConnectorRegistry, merge_secrets, split_secrets
+from datawave.datasource.connectors import (
+    Connector,
+    ConnectorRegistry,
+    merge_secrets,
+    split_secrets,
+)
 from datawave.datasource.connectors.base import validation_errors
 from datawave.datasource.errors import ValidationFailed
 from datawave.datasource.models import SourceRecord, SourceSpec
@@ -54,7 +59,9 @@ class SourceService:
     def new_id(self) -> str:
         return str(uuid.uuid4())
 
-    def register(self, spec: SourceSpec | Mapping[str, Any], *, source_id: str | None = None) -> SourceRecord:
+    def register(
+        self, spec: SourceSpec | Mapping[str, Any], *, source_id: str | None = None
+    ) -> SourceRecord:
         """Validate and store a source; nothing is written when validation fails."""
         spec = self.parse_spec(spec)
         config = self.registry.validate(spec.type, spec.config)

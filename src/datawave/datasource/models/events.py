@@ -15,7 +15,9 @@ __all__ = ["Event", "EventSink"]
 
 
 class Event(BaseModel):
-    type: str = Field(description="e.g. discovery.started, discovery.finished, drift, health.changed")
+    type: str = Field(
+        description="e.g. discovery.started, discovery.finished, drift, health.changed"
+    )
     source_id: str | None = None
     run_id: str | None = None
     job_id: str | None = None

@@ -31,7 +31,9 @@ class SourceSpec(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError("must be 1-128 letters, digits, '_', '.' or '-', starting alphanumeric")
+            raise ValueError(
+                "must be 1-128 letters, digits, '_', '.' or '-', starting alphanumeric"
+            )
         return v
 
     @field_validator("labels")

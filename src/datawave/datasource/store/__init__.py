@@ -42,9 +42,7 @@ class MetadataStore(SourcesMixin, AssetsMixin, RunsMixin, HealthMixin, EdgesMixi
     """Everything datawave persists. Synchronous; async callers go through a worker thread."""
 
     @classmethod
-    def open(
-        cls, url: str, *, sealer: Sealer | None = None, migrate: bool = True
-    ) -> MetadataStore:
+    def open(cls, url: str, *, sealer: Sealer | None = None, migrate: bool = True) -> MetadataStore:
         store = cls(url, sealer=sealer)
         if migrate:
             store.migrate()

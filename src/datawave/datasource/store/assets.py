@@ -124,7 +124,7 @@ def _column_rows(source_id: str, rows: Sequence[TableRow]) -> list[tuple[Any, ..
 
 def _table_info(m: Any, cols: list[ColumnInfo]) -> TableInfo:
     pk = m["primary_key"]
-    return TableInfo(
+    return TableInfo(  # type: ignore[call-arg]  # "schema" is the field's alias
         database=m["database"],
         schema=m["schema"],
         name=m["name"],
@@ -133,7 +133,8 @@ def _table_info(m: Any, cols: list[ColumnInfo]) -> TableInfo:
         columns=tuple(cols),
         primary_key=KeyInfo(name=pk["name"], columns=tuple(pk["columns"])) if pk else None,
         unique_constraints=tuple(
-            KeyInfo(name=u["name"], columns=tuple(u["columns"])) for u in m["unique_constraints"] or []
+            KeyInfo(name=u["name"], columns=tuple(u["columns"]))
+            for u in m["unique_constraints"] or []
         ),
         foreign_keys=tuple(ForeignKeyInfo(**fk) for fk in m["foreign_keys"] or []),
         indexes=tuple(IndexInfo(**ix) for ix in m["indexes"] or []),
@@ -254,7 +255,9 @@ class AssetsMixin(StoreBase):
             written += len(col_rows)
             for sid, est, size in cs.stats_updates:
                 conn.execute(
-                    update(tables).where(tables.c.id == sid).values(row_estimate=est, size_bytes=size)
+                    update(tables)
+                    .where(tables.c.id == sid)
+                    .values(row_estimate=est, size_bytes=size)
                 )
                 written += 1
             if cs.drift:
@@ -286,6 +289,7 @@ class AssetsMixin(StoreBase):
         self, conn: Connection, table: str, names: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
         raw = conn.connection.driver_connection
+        assert raw is not None
         cols = ", ".join(f'"{c}"' for c in names)
         if self.dialect == "postgresql":
             with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
@@ -310,10 +314,7 @@ class AssetsMixin(StoreBase):
             tables.c.row_estimate, tables.c.size_bytes,
         ).where(tables.c.source_id == source_id)  # fmt: skip
         with self.read() as conn:
-            return {
-                (r[0], r[1], r[2]): TableState(r[3], r[4], r[5], r[6])
-                for r in conn.execute(q)
-            }
+            return {(r[0], r[1], r[2]): TableState(r[3], r[4], r[5], r[6]) for r in conn.execute(q)}
 
     def load_databases(self, source_id: str) -> dict[str, DatabaseInfo]:
         q = select(databases).where(databases.c.source_id == source_id)
@@ -330,7 +331,9 @@ class AssetsMixin(StoreBase):
         q = select(schemas).where(schemas.c.source_id == source_id)
         with self.read() as conn:
             return {
-                (r.database, r.name): SchemaInfo(database=r.database, name=r.name, comment=r.comment)
+                (r.database, r.name): SchemaInfo(
+                    database=r.database, name=r.name, comment=r.comment
+                )
                 for r in conn.execute(q)
             }
 
@@ -341,9 +344,9 @@ class AssetsMixin(StoreBase):
             for chunk in _chunks(list(table_ids)):
                 trows = conn.execute(select(tables).where(tables.c.id.in_(chunk))).all()
                 crow = conn.execute(
-                    select(columns).where(columns.c.table_id.in_(chunk)).order_by(
-                        columns.c.table_id, columns.c.ordinal
-                    )
+                    select(columns)
+                    .where(columns.c.table_id.in_(chunk))
+                    .order_by(columns.c.table_id, columns.c.ordinal)
                 ).all()
                 by_table: dict[int, list[ColumnInfo]] = {}
                 for c in crow:
@@ -419,7 +422,9 @@ class AssetsMixin(StoreBase):
                 select(func.count()).select_from(schemas).where(schemas.c.source_id == source_id)
             ).scalar()
             n_d = conn.execute(
-                select(func.count()).select_from(databases).where(databases.c.source_id == source_id)
+                select(func.count())
+                .select_from(databases)
+                .where(databases.c.source_id == source_id)
             ).scalar()
         return {"databases": n_d or 0, "schemas": n_s or 0, "tables": n_t or 0, "columns": n_c or 0}
 
@@ -451,9 +456,9 @@ class AssetsMixin(StoreBase):
             )  # fmt: skip
             if source_ids is not None:
                 cq = cq.where(tables.c.source_id.in_(list(source_ids)))
-            for r in conn.execute(cq.limit(max(0, limit - len(hits)))):
-                hits.append({"type": "column", "source_id": r[0], "database": r[1], "schema": r[2],
-                             "table": r[3], "column": r[4], "data_type": r[5], "comment": r[6]})  # fmt: skip
+            for c in conn.execute(cq.limit(max(0, limit - len(hits)))):
+                hits.append({"type": "column", "source_id": c[0], "database": c[1], "schema": c[2],
+                             "table": c[3], "column": c[4], "data_type": c[5], "comment": c[6]})  # fmt: skip
         return hits[:limit]
 
     def list_drift(

@@ -90,7 +90,9 @@ class StoreBase:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"store write failed: {type(exc).__name__}: {exc.orig or exc}") from exc
+            raise StoreError(
+                f"store write failed: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
+            ) from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

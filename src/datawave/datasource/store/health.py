@@ -282,7 +282,9 @@ class HealthMixin(StoreBase):
         out: set[str] = set()
         with self.read() as conn:
             for part in _chunks(uniq):
-                out.update(conn.execute(select(sources.c.id).where(sources.c.id.in_(part))).scalars())
+                out.update(
+                    conn.execute(select(sources.c.id).where(sources.c.id.in_(part))).scalars()
+                )
         return out
 
     def _merge_buckets(self, conn: Any, deltas: Sequence[BucketDelta]) -> None:
@@ -305,8 +307,10 @@ class HealthMixin(StoreBase):
                 cols = [c for c in old[0] if not c.startswith("_")]
                 upd = (
                     update(health_buckets)
-                    .where(health_buckets.c.source_id == bindparam("_sid"),
-                           health_buckets.c.bucket_start == bindparam("_start"))
+                    .where(
+                        health_buckets.c.source_id == bindparam("_sid"),
+                        health_buckets.c.bucket_start == bindparam("_start"),
+                    )
                     .values({c: bindparam(f"v_{c}") for c in cols})
                 )
                 conn.execute(upd, [{"_sid": o["_sid"], "_start": o["_start"],
@@ -334,8 +338,10 @@ class HealthMixin(StoreBase):
             if old:
                 conn.execute(
                     update(source_usage)
-                    .where(source_usage.c.source_id == bindparam("_sid"),
-                           source_usage.c.bucket_start == bindparam("_start"))  # fmt: skip
+                    .where(
+                        source_usage.c.source_id == bindparam("_sid"),
+                        source_usage.c.bucket_start == bindparam("_start"),
+                    )
                     .values({f: source_usage.c[f] + bindparam(f"v_{f}") for f in _USAGE_FIELDS}),
                     old,
                 )
@@ -408,8 +414,12 @@ class HealthMixin(StoreBase):
     def prune_health(self, before: datetime) -> int:
         """Delete history buckets, usage buckets and resolved alerts older than ``before``."""
         with self.begin() as conn:
-            n = conn.execute(delete(health_buckets).where(health_buckets.c.bucket_start < before)).rowcount
-            n += conn.execute(delete(source_usage).where(source_usage.c.bucket_start < before)).rowcount
+            n = conn.execute(
+                delete(health_buckets).where(health_buckets.c.bucket_start < before)
+            ).rowcount
+            n += conn.execute(
+                delete(source_usage).where(source_usage.c.bucket_start < before)
+            ).rowcount
             n += conn.execute(
                 delete(alerts).where(alerts.c.status == "resolved", alerts.c.resolved_at < before)
             ).rowcount
@@ -447,21 +457,29 @@ class HealthMixin(StoreBase):
         if since is not None:
             q = q.where(or_(alerts.c.fired_at >= since, alerts.c.resolved_at >= since))
         with self.read() as conn:
-            return [_alert(r) for r in conn.execute(q.order_by(alerts.c.fired_at.desc()).limit(limit))]
+            return [
+                _alert(r) for r in conn.execute(q.order_by(alerts.c.fired_at.desc()).limit(limit))
+            ]
 
     # -- inputs of other alert rules -----------------------------------------------------------
     def discovery_failure_streaks(self, *, depth: int = 20) -> dict[str, int]:
         """Consecutive failed runs (newest first) per source, for sources whose last run failed."""
-        rn = func.row_number().over(
-            partition_by=discovery_runs.c.source_id, order_by=discovery_runs.c.started_at.desc()
-        ).label("rn")
+        rn = (
+            func.row_number()
+            .over(
+                partition_by=discovery_runs.c.source_id, order_by=discovery_runs.c.started_at.desc()
+            )
+            .label("rn")
+        )
         inner = (
             select(discovery_runs.c.source_id, discovery_runs.c.status, rn)
             .where(discovery_runs.c.status != "running")
             .subquery()
         )
-        q = select(inner.c.source_id, inner.c.status).where(inner.c.rn <= depth).order_by(
-            inner.c.source_id, inner.c.rn
+        q = (
+            select(inner.c.source_id, inner.c.status)
+            .where(inner.c.rn <= depth)
+            .order_by(inner.c.source_id, inner.c.rn)
         )
         out: dict[str, int] = {}
         broken: set[str] = set()
@@ -503,7 +521,9 @@ class HealthMixin(StoreBase):
                 row = acc.setdefault((r.source_id, slot), {f: 0 for f in _USAGE_FIELDS})
                 for f in _USAGE_FIELDS:
                     row[f] += getattr(r, f)
-        return [{"source_id": sid, "bucket_start": slot, **vals} for (sid, slot), vals in acc.items()]
+        return [
+            {"source_id": sid, "bucket_start": slot, **vals} for (sid, slot), vals in acc.items()
+        ]
 
     def run_totals(self, *, since: datetime) -> dict[str, dict[str, float]]:
         """Discovery runs, failures and run time per source since ``since``."""
@@ -522,4 +542,3 @@ class HealthMixin(StoreBase):
                 sid: {"runs": int(n), "failed": int(f or 0), "run_ms": float(ms or 0)}
                 for sid, n, f, ms in conn.execute(q)
             }
-

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, true, update
 
 from datawave.datasource.errors import NotFound
 from datawave.datasource.models import (
@@ -113,7 +113,9 @@ class RunsMixin(StoreBase):
         with self.begin() as conn:
             return int(
                 conn.execute(
-                    q.values(status=RunStatus.INTERRUPTED.value, finished_at=utcnow(), errors=[reason])
+                    q.values(
+                        status=RunStatus.INTERRUPTED.value, finished_at=utcnow(), errors=[reason]
+                    )
                 ).rowcount
             )
 
@@ -130,7 +132,7 @@ class RunsMixin(StoreBase):
         q = (
             select(discovery_runs)
             .where(discovery_runs.c.source_id == source_id)
-            .where(discovery_runs.c.job_id == job_id if job_id is not None else True)
+            .where(discovery_runs.c.job_id == job_id if job_id is not None else true())
             .order_by(discovery_runs.c.started_at.desc())
             .limit(limit)
         )
@@ -193,7 +195,7 @@ class RunsMixin(StoreBase):
                     .where(job_items.c.job_id == job_id, job_items.c.source_id == it.source_id)
                     .values(status=it.status, run_id=it.run_id, error=it.error)
                 )
-            counts = dict(
+            counts: dict[str, int] = dict(
                 conn.execute(
                     select(job_items.c.status, func.count())
                     .where(job_items.c.job_id == job_id)
@@ -229,7 +231,9 @@ class RunsMixin(StoreBase):
             if with_items:
                 q = (
                     select(job_items, sources.c.name)
-                    .select_from(job_items.outerjoin(sources, sources.c.id == job_items.c.source_id))
+                    .select_from(
+                        job_items.outerjoin(sources, sources.c.id == job_items.c.source_id)
+                    )
                     .where(job_items.c.job_id == job_id)
                 )
                 items = [

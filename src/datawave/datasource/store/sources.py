@@ -99,8 +99,8 @@ class SourcesMixin(StoreBase):
         with self.read() as conn:
             rows = conn.execute(q.order_by(sources.c.created_at.desc())).all()
         by_id = [r for r in rows if r.id == ref]
-        row = (by_id or rows or [None])[0]
-        return _record(row) if row is not None else None
+        found = by_id or rows
+        return _record(found[0]) if found else None
 
     def get_source(self, ref: str, *, include_deleted: bool = False) -> SourceRecord:
         rec = self.find_source(ref, include_deleted=include_deleted)
@@ -140,7 +140,9 @@ class SourcesMixin(StoreBase):
             conds.append(sources.c.type == type)
         if collection:
             conds.append(
-                or_(sources.c.collection == collection, sources.c.collection.like(f"{collection}/%"))
+                or_(
+                    sources.c.collection == collection, sources.c.collection.like(f"{collection}/%")
+                )
             )
         if edge_site:
             conds.append(sources.c.edge_site == edge_site)
@@ -208,7 +210,9 @@ class SourcesMixin(StoreBase):
             with self.engine.begin() as conn:
                 n = conn.execute(q.values(**values)).rowcount
         except IntegrityError as exc:
-            raise Conflict(f"a source named {changes.get('name')!r} already exists", field="name") from exc
+            raise Conflict(
+                f"a source named {changes.get('name')!r} already exists", field="name"
+            ) from exc
         if n == 0:
             current = self.get_source(source_id)  # raises NotFound
             raise Conflict(
@@ -246,8 +250,15 @@ class SourcesMixin(StoreBase):
 
                 owned = select(tables.c.id).where(tables.c.source_id == rec.id)
                 conn.execute(delete(columns).where(columns.c.table_id.in_(owned.scalar_subquery())))
-                for t in (tables, schemas, databases, drift_events, snapshots,
-                          discovery_runs, test_results):
+                for t in (
+                    tables,
+                    schemas,
+                    databases,
+                    drift_events,
+                    snapshots,
+                    discovery_runs,
+                    test_results,
+                ):
                     conn.execute(delete(t).where(t.c.source_id == rec.id))
                 conn.execute(delete(sources).where(sources.c.id == rec.id))
             else:

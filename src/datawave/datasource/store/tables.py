@@ -88,12 +88,11 @@ Index("ix_sources_type", sources.c.type)
 Index("ix_sources_collection", sources.c.collection)
 Index("ix_sources_edge_site", sources.c.edge_site)
 
-_src_fk = {"ondelete": "CASCADE"}
 
 databases = Table(
     "databases",
     metadata,
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
     Column("name", String(512), primary_key=True),
     Column("comment", Text),
     Column("size_bytes", BigInteger),
@@ -104,7 +103,7 @@ databases = Table(
 schemas = Table(
     "schemas",
     metadata,
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
     Column("database", String(512), primary_key=True),
     Column("name", String(512), primary_key=True),
     Column("comment", Text),
@@ -115,7 +114,7 @@ tables = Table(
     "tables",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), nullable=False),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
     Column("database", String(512), nullable=False),
     Column("schema", String(512), nullable=False),
     Column("name", String(512), nullable=False),
@@ -171,7 +170,7 @@ discovery_runs = Table(
     "discovery_runs",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), nullable=False),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
     Column("job_id", String(36)),
     Column("status", String(16), nullable=False),
     Column("attempt", Integer, nullable=False, default=1),
@@ -192,7 +191,7 @@ snapshots = Table(
     "snapshots",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), nullable=False),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
     Column("run_id", String(36), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("table_count", Integer, nullable=False),
@@ -204,8 +203,10 @@ Index("ix_snapshots_source_created", snapshots.c.source_id, snapshots.c.created_
 drift_events = Table(
     "drift_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), nullable=False),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
     Column("run_id", String(36)),
     Column("kind", String(32), nullable=False),
     Column("table_name", String(1600), nullable=False),
@@ -220,8 +221,10 @@ Index("ix_drift_source_detected", drift_events.c.source_id, drift_events.c.detec
 test_results = Table(
     "test_results",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), nullable=False),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
     Column("tested_at", TS, nullable=False),
     Column("ok", Boolean, nullable=False),
     Column("duration_ms", Float, nullable=False),
@@ -259,7 +262,7 @@ job_items = Table(
 health_status = Table(
     "health_status",
     metadata,
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("since", TS, nullable=False),
     Column("candidate", String(16)),  # the state a streak of results points at
@@ -274,7 +277,7 @@ health_status = Table(
 health_buckets = Table(
     "health_buckets",
     metadata,
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
     Column("bucket_start", TS, primary_key=True),
     Column("checks", Integer, nullable=False, default=0),
     Column("healthy", Integer, nullable=False, default=0),
@@ -310,7 +313,7 @@ Index("ix_alerts_fired", alerts.c.fired_at)
 source_usage = Table(
     "source_usage",
     metadata,
-    Column("source_id", String(36), ForeignKey("sources.id", **_src_fk), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
     Column("bucket_start", TS, primary_key=True),
     Column("api_reads", Integer, nullable=False, default=0),
     Column("api_errors", Integer, nullable=False, default=0),

@@ -20,7 +20,10 @@ TS = sa.DateTime(timezone=True)
 
 def _source_fk(table: str) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
-        ["source_id"], ["sources.id"], name=op.f(f"fk_{table}_source_id_sources"), ondelete="CASCADE"
+        ["source_id"],
+        ["sources.id"],
+        name=op.f(f"fk_{table}_source_id_sources"),
+        ondelete="CASCADE",
     )
 
 
