@@ -20,7 +20,7 @@ from datawave.datasource.serve.backend import Backend
 from datawave.datasource.serve.context import ApiContext
 from datawave.datasource.serve.middleware import BodyGuard
 from datawave.datasource.serve.problems import PROBLEM_JSON, install_problem_handlers
-from datawave.datasource.serve.routes import events, health, jobs, metadata, sources
+from datawave.datasource.serve.routes import events, health, jobs, metadata, monitoring, sources
 
 __all__ = ["Problem", "create_app"]
 
@@ -78,7 +78,8 @@ def create_app(
     app.state.ctx = ctx
     install_problem_handlers(app)
     app.include_router(health.router)
-    for r in (sources.router, metadata.router, jobs.router, events.router):
+    app.include_router(monitoring.metrics_router)
+    for r in (sources.router, metadata.router, jobs.router, events.router, monitoring.router):
         app.include_router(r, prefix="/v1")
     if graphql:
         from datawave.datasource.serve.graphql import graphql_router
