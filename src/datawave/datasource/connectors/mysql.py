@@ -36,19 +36,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote
 
 import pymysql
 from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
 )
 
 from datawave.datasource.connectors.base import Connector, ConnectorConfig, run_blocking
+from datawave.datasource.connectors.network import NetworkConfig
 from datawave.datasource.connectors.steps import StepRunner
 from datawave.datasource.errors import (
     AuthenticationFailed,
@@ -90,7 +88,7 @@ _SAMPLE_ROWS = 5
 # --------------------------------------------------------------------------- config
 
 
-class MySQLConfig(ConnectorConfig):
+class MySQLConfig(NetworkConfig):
     """Where the server is and what to read.
 
     ``url`` (``mysql://user:pass@host:port/db``) is an alternative spelling: it is split into the
@@ -114,65 +112,16 @@ class MySQLConfig(ConnectorConfig):
     )
     degraded_latency_ms: float = Field(default=1000.0, gt=0)
 
-    @model_validator(mode="before")
+    url_schemes: ClassVar[frozenset[str]] = _URL_SCHEMES
+
     @classmethod
-    def _expand_url(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("url") is None:
-            return data
-        raw = data["url"]
-        raw = raw.get_secret_value() if isinstance(raw, SecretStr) else raw
-        if not isinstance(raw, str):
-            return data  # the field's type check names ``url``
-        try:
-            parts = _parse_url(raw)
-        except ValueError:
-            return data  # reported against ``url`` by _check_url
-        explicit = {k: v for k, v in data.items() if k != "url" and v is not None}
-        return {**parts, **explicit}
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _check_url(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _parse_url(raw)  # raises with a message that never repeats the URL
-            return None
-        return value
-
-    @field_validator("password")
-    @classmethod
-    def _password_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if info.data.get("auth") == "password" and not (value and value.get_secret_value()):
-            raise ValueError('a password is required with auth="password" (or set auth="none")')
-        return value
-
-
-def _parse_url(url: str) -> dict[str, Any]:
-    """Fields from a ``mysql://`` URL; messages never repeat the URL (it may hold a password)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError("url is malformed or its port is invalid") from None
-    if parts.scheme.lower() not in _URL_SCHEMES:
-        raise ValueError("url must start with mysql:// or mariadb://")
-    if not parts.hostname:
-        raise ValueError("url has no host")
-    if parts.query or parts.fragment:
-        raise ValueError("url options (?...) are not supported, use the config fields")
-    out: dict[str, Any] = {"host": parts.hostname}
-    if port is not None:
-        out["port"] = port
-    if parts.username:
-        out["user"] = unquote(parts.username)
-    if parts.password:
-        out["password"] = unquote(parts.password)
-    db = unquote(parts.path.lstrip("/"))
-    if "/" in db:
-        raise ValueError("url path must be a single database name")
-    if db:
-        out["schemas"] = [db]
-    return out
+    def url_fields(cls, parts: SplitResult) -> dict[str, Any]:
+        if parts.query:
+            raise ValueError("url options (?...) are not supported, use the config fields")
+        db = unquote(parts.path.lstrip("/"))
+        if "/" in db:
+            raise ValueError("url path must be a single database name")
+        return {"schemas": [db]} if db else {}
 
 
 # --------------------------------------------------------------------------- queries

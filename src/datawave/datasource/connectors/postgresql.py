@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote
 
 import psycopg
-from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr
 
 from datawave.datasource.connectors import pg_catalog as sql
 from datawave.datasource.connectors.base import Connector, ConnectorConfig, run_blocking
+from datawave.datasource.connectors.network import NetworkConfig
 from datawave.datasource.connectors.steps import StepRunner
 from datawave.datasource.errors import (
     AuthenticationFailed,
@@ -68,7 +69,7 @@ _NAME = attrgetter("name")
 # -- config ------------------------------------------------------------------------------------
 
 
-class PostgresConfig(ConnectorConfig):
+class PostgresConfig(NetworkConfig):
     """How to reach one PostgreSQL server.
 
     ``url`` (``postgresql://user:pass@host:port/db?sslmode=...``) is an alternative spelling of
@@ -95,70 +96,19 @@ class PostgresConfig(ConnectorConfig):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     degraded_latency_ms: float = Field(1000.0, gt=0)
 
-    @model_validator(mode="before")
+    url_schemes: ClassVar[frozenset[str]] = _URL_SCHEMES
+
     @classmethod
-    def _expand_url(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("url") is None:
-            return data
-        raw = data["url"]
-        if isinstance(raw, SecretStr):
-            raw = raw.get_secret_value()
-        if not isinstance(raw, str):
-            return data  # the field's type check names `url`
-        try:
-            parts = _parse_url(raw)
-        except ValueError:
-            return data  # `_check_url` reports it against the `url` field
-        rest = {k: v for k, v in data.items() if k != "url"}
-        return {**parts, **rest}
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _check_url(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _parse_url(raw)  # raises with a message that never echoes the URL
-            return None
-        return value
-
-    @field_validator("password")
-    @classmethod
-    def _password_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if value is None and info.data.get("auth") == "password":
-            raise ValueError("a password is required when auth is 'password'")
-        return value
-
-
-def _parse_url(url: str) -> dict[str, Any]:
-    """Split a PostgreSQL URL into config fields; errors never include the URL itself."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError("not a valid postgresql:// URL (bad host or port)") from None
-    if parts.scheme.lower() not in _URL_SCHEMES:
-        raise ValueError("URL scheme must be postgresql://")
-    if not parts.hostname:
-        raise ValueError("URL has no host")
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError("URL port must be between 1 and 65535")
-    if parts.fragment:
-        raise ValueError("URL must not have a fragment")
-    out: dict[str, Any] = {"host": unquote(parts.hostname)}
-    if port is not None:
-        out["port"] = port
-    if parts.username:
-        out["user"] = unquote(parts.username)
-    if parts.password is not None:
-        out["password"] = unquote(parts.password)
-    database = unquote(parts.path.lstrip("/"))
-    if database:
-        out["database"] = database
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key != "sslmode":
-            raise ValueError("the only URL query parameter accepted is sslmode")
-        out["sslmode"] = value
-    return out
+    def url_fields(cls, parts: SplitResult) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        database = unquote(parts.path.lstrip("/"))
+        if database:
+            out["database"] = database
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key != "sslmode":
+                raise ValueError("the only URL query parameter accepted is sslmode")
+            out["sslmode"] = value
+        return out
 
 
 # -- driver plumbing ---------------------------------------------------------------------------
