@@ -30,8 +30,7 @@ from datawave.datasource.models import (
     TableInfo,
     TableKind,
 )
-from tests.fixtures.services import PgDatabase
-from tests.integration.connectors.conftest import pg_admin
+from tests.fixtures.services import PgDatabase, pg_admin
 
 STEPS = [
     "reach_host",
