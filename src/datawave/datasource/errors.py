@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "AuditTampered",
     "AuthenticationFailed",
     "ConfigError",
     "Conflict",
@@ -42,12 +43,14 @@ __all__ = [
     "DiscoveryFailed",
     "EdgeError",
     "FieldError",
+    "Forbidden",
     "JobCancelled",
     "NotFound",
     "PermissionDenied",
     "PluginError",
     "StoreError",
     "TokenRejected",
+    "Unauthenticated",
     "ValidationFailed",
     "redact",
 ]
@@ -173,3 +176,21 @@ class EdgeError(DatawaveError):
 
 class TokenRejected(EdgeError, PermissionError):
     code = "token_rejected"
+
+
+class Unauthenticated(DatawaveError, PermissionError):
+    """No valid credential (HTTP 401). ``reason`` is a stable word; never echoes the credential."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(DatawaveError, PermissionError):
+    """A valid principal without the permission or scope for this action (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class AuditTampered(DatawaveError):
+    """The audit chain does not verify (an entry was edited, removed or reordered)."""
+
+    code = "audit_tampered"

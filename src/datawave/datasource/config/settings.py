@@ -27,13 +27,17 @@ __all__ = [
     "ALERT_METRICS",
     "AlertRule",
     "ApiSettings",
+    "AuthSettings",
     "DatawaveSettings",
     "DiscoverySettings",
     "EdgeSettings",
     "HealthSettings",
     "NatsSettings",
+    "OidcSettings",
     "OwnerSettings",
     "RaySettings",
+    "SecretsSettings",
+    "TlsSettings",
     "load_settings",
 ]
 
@@ -82,6 +86,80 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class OidcSettings(_Section):
+    """OAuth 2 / OIDC bearer JWTs: checked against the issuer's JWKS (cached, refreshed)."""
+
+    issuer: str | None = Field(None, description="Expected `iss`; None turns JWT login off")
+    audience: str | None = Field(None, description="Expected `aud` (required when issuer is set)")
+    jwks_url: str | None = Field(
+        None, description="JWKS document; default <issuer>/.well-known/jwks.json"
+    )
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    jwks_cache_s: float = Field(300.0, gt=0, description="How long a fetched JWKS is trusted")
+    jwks_min_refresh_s: float = Field(
+        10.0, ge=0, description="Least time between refetches on an unknown `kid`"
+    )
+    leeway_s: float = Field(30.0, ge=0, le=300)
+    roles_claim: str = "roles"
+    collections_claim: str = "collections"
+    subject_claim: str = "sub"
+
+    @field_validator("algorithms")
+    @classmethod
+    def _pinned(cls, v: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                   "ES512", "EdDSA"}  # fmt: skip
+        bad = [a for a in v if a not in allowed]
+        if bad or not v:
+            raise ValueError(
+                f"only asymmetric algorithms may be pinned ({', '.join(sorted(allowed))}); "
+                f"got {', '.join(bad) or 'none'}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _audience_required(self) -> OidcSettings:
+        if self.issuer and not self.audience:
+            raise ValueError("audience: required when auth.oidc.issuer is set")
+        return self
+
+
+class TlsSettings(_Section):
+    """TLS for the API; with ``client_ca_file`` set, client certificates (mTLS) are verified."""
+
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    client_ca_file: Path | None = Field(
+        None, description="CA that signs client certificates (see `datawave certs`)"
+    )
+
+
+class AuthSettings(_Section):
+    """Who may call the API. On by default: every route but health, metrics and the API
+    description needs a credential."""
+
+    enabled: bool = True
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    custom_roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="role name -> permissions (see security.policy)"
+    )
+    max_credential_bytes: int = Field(8192, ge=256, le=65536)
+    api_key_ttl_days: int | None = Field(None, ge=1, description="Default API key expiry")
+
+
+class SecretsSettings(_Section):
+    """Where the key-encryption key comes from and how secret references resolve."""
+
+    kek_provider: str = Field(
+        "file", description="'file' (key_file), 'env' (kek_env) or a plugin name"
+    )
+    kek_env: str = "DATAWAVE_KEK"
+    previous_kek_files: list[Path] = Field(
+        default_factory=list, description="Older KEKs still accepted while rotating"
+    )
 
 
 class NatsSettings(_Section):
@@ -229,6 +307,8 @@ class DatawaveSettings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @field_validator("store_url")
     @classmethod

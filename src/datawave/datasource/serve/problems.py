@@ -69,6 +69,9 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "job_cancelled": 409,
     "edge_error": 502,
     "token_rejected": 403,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "audit_tampered": 409,
     # the API's own
     "unavailable": 503,
     "malformed_json": 400,

@@ -25,12 +25,15 @@ from sqlalchemy import (
 
 __all__ = [
     "alerts",
+    "api_keys",
+    "audit_log",
     "columns",
     "databases",
     "discovery_runs",
     "drift_events",
     "edge_commands",
     "edge_epochs",
+    "edge_keys",
     "edge_nodes",
     "health_buckets",
     "health_status",
@@ -375,3 +378,53 @@ edge_commands = Table(
     Column("result", JSON),
 )
 Index("ix_edge_commands_site_status", edge_commands.c.site, edge_commands.c.status)
+
+# -- security (migration 0004) -------------------------------------------------------------------
+
+# API keys: only a SHA-256 of the secret part is stored; ``prefix`` (public) finds the row.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("grants", JSON, nullable=False),  # [{role, collection, source}]
+    Column("created_by", String(256), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
+)
+
+# The audit log: append-only, hash-chained (``hash`` = H(prev_hash | canonical entry)).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("at", TS, nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),  # ok | denied | failed
+    Column("source_id", String(36)),
+    Column("target", String(256)),
+    Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_log_principal_seq", audit_log.c.principal, audit_log.c.seq)
+Index("ix_audit_log_source_id_seq", audit_log.c.source_id, audit_log.c.seq)
+Index("ix_audit_log_at", audit_log.c.at)
+
+# Each edge site's public sealing key: edge-owned source secrets are sealed to it, so the core
+# cannot read them after hand-over.
+edge_keys = Table(
+    "edge_keys",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
