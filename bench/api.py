@@ -40,15 +40,18 @@ BIG = "dw_bench_5000"
 
 # -- load generator ----------------------------------------------------------------------------
 async def _client(host: str, port: int, paths: list[str], stop_at: float, lat: list[float],
-                  errors: list[int]) -> None:  # fmt: skip
+                  errors: list[int], key: str) -> None:  # fmt: skip
     reader, writer = await asyncio.open_connection(host, port)
+    auth = f"Authorization: Bearer {key}\r\n"
     i = random.randrange(len(paths))
     try:
         while time.perf_counter() < stop_at:
             path = paths[i % len(paths)]
             i += 1
             t0 = time.perf_counter()
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode())
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: */*\r\n\r\n".encode()
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             headers = head.decode("latin-1").lower()
@@ -69,7 +72,7 @@ async def _client(host: str, port: int, paths: list[str], stop_at: float, lat: l
 
 
 def _worker(
-    host: str, port: int, paths: list[str], conns: int, seconds: float, out: mp.Queue
+    host: str, port: int, paths: list[str], conns: int, seconds: float, out: mp.Queue, key: str
 ) -> None:  # type: ignore[type-arg]
     lat: list[float] = []
     errors: list[int] = []
@@ -77,7 +80,7 @@ def _worker(
     async def main() -> None:
         stop_at = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_client(host, port, paths, stop_at, lat, errors) for _ in range(conns))
+            *(_client(host, port, paths, stop_at, lat, errors, key) for _ in range(conns))
         )
 
     asyncio.run(main())
@@ -85,12 +88,14 @@ def _worker(
 
 
 def drive(
-    url: str, paths: list[str], *, clients: int, seconds: float, procs: int = 2
+    url: str, paths: list[str], *, key: str, clients: int, seconds: float, procs: int = 2
 ) -> dict[str, float]:
     host, port = url.removeprefix("http://").split(":")
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    ps = [mp.Process(target=_worker, args=(host, int(port), paths, n, seconds, q)) for n in per]
+    ps = [
+        mp.Process(target=_worker, args=(host, int(port), paths, n, seconds, q, key)) for n in per
+    ]
     for p in ps:
         p.start()
     lat: list[float] = []
@@ -128,7 +133,7 @@ def run_baseline(port: int) -> None:
 
     settings = load_settings()
     connect(settings=settings)
-    app = create_app(RayBackend(settings), api=settings.api)
+    app = create_app(RayBackend(settings), api=settings.api, auth=settings.auth)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -183,7 +188,8 @@ def main() -> None:
 
             deploy_api(settings, port=int(url.rsplit(":", 1)[1]), num_replicas=args.replicas)
         _wait_http(url)
-        with HttpClient(url, timeout=900) as api:
+        key = (tmp / "admin.key").read_text().strip()  # the bootstrap admin key of `up`
+        with HttpClient(url, api_key=key, timeout=900) as api:
             src = api.create_source(f"bench-{uuid.uuid4().hex[:6]}", "postgresql", {
                 "host": HOST, "port": PORT, "user": USER, "auth": "none", "database": BIG,
                 "databases": [BIG]})  # fmt: skip
@@ -212,9 +218,9 @@ def main() -> None:
         burl = f"http://127.0.0.1:{bport}"
         _wait_http(burl)
         for target in (url, burl):  # warm up both: connections, caches, JIT-free but fair
-            drive(target, paths, clients=args.clients, seconds=2)
-        serve_r = drive(url, paths, clients=args.clients, seconds=args.seconds)
-        base_r = drive(burl, paths, clients=args.clients, seconds=args.seconds)
+            drive(target, paths, key=key, clients=args.clients, seconds=2)
+        serve_r = drive(url, paths, key=key, clients=args.clients, seconds=args.seconds)
+        base_r = drive(burl, paths, key=key, clients=args.clients, seconds=args.seconds)
     finally:
         if baseline is not None:
             baseline.terminate()

@@ -104,6 +104,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``Authorization`` of every API call: the bootstrap admin key ``datawave up`` wrote.
+AUTH: dict[str, str] = {}
+
+
+def use_admin_key(data_dir: Path) -> None:
+    AUTH["Authorization"] = "Bearer " + (data_dir / "admin.key").read_text().strip()
+
+
 def start_api(data_dir: Path, shards: int) -> tuple[subprocess.Popen[bytes] | None, str | None]:
     port = free_port()
     code = (
@@ -127,7 +135,7 @@ def start_api(data_dir: Path, shards: int) -> tuple[subprocess.Popen[bytes] | No
             print(f"API did not start: {err}", file=sys.stderr)
             return None, None
         try:
-            if httpx.get(url + "/v1/sources?limit=20", timeout=2).status_code == 200:
+            if httpx.get(url + "/v1/sources?limit=20", headers=AUTH, timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -141,7 +149,7 @@ def serve_url(settings) -> str | None:  # type: ignore[no-untyped-def]
 
     url = f"http://{settings.api.host}:{settings.api.port}"
     try:
-        ok = httpx.get(url + "/v1/sources?limit=20", timeout=5).status_code == 200
+        ok = httpx.get(url + "/v1/sources?limit=20", headers=AUTH, timeout=5).status_code == 200
     except httpx.HTTPError:
         ok = False
     return url if ok else None
@@ -150,7 +158,7 @@ def serve_url(settings) -> str | None:  # type: ignore[no-untyped-def]
 def hammer(url: str, stop: threading.Event, lat: list[float]) -> None:
     import httpx
 
-    with httpx.Client(timeout=10) as c:
+    with httpx.Client(timeout=10, headers=AUTH) as c:
         while not stop.is_set():
             t0 = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError):
@@ -229,6 +237,7 @@ def main() -> None:
     from datawave.datasource.cli.core import core_down, core_up
 
     state = core_up(settings, echo=lambda *_: None)
+    use_admin_key(data_dir)
     api_proc, api_url = None, serve_url(settings)  # the core's own API (Ray Serve), if up
     if api_url is None:
         api_proc, api_url = start_api(data_dir, args.shards)

@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.core", "tests.fixtures.netproxy"]
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.core",
+    "tests.fixtures.netproxy",
+    "tests.fixtures.jwks",
+]

@@ -1,5 +1,10 @@
 """The API on the session's Ray core: Serve is started once for this package, on a free loopback
-port, and removed (with the event hub) when the package's tests are done."""
+port, and removed (with the event hub) when the package's tests are done.
+
+Auth is on as `datawave up` deploys it, plus what production would configure: an OIDC issuer
+(a real local JWKS endpoint, :class:`tests.fixtures.jwks.JwksServer`) and a custom role
+``auditor`` (audit:read only). ``http`` / ``ahttp`` send the bootstrap admin key; the keys of
+the other roles are in ``api_keys`` (tests/fixtures/core.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +18,50 @@ from pathlib import Path
 import httpx
 import pytest
 
-from datawave.datasource.config import DatawaveSettings
+from datawave.datasource.config import DatawaveSettings, OidcSettings
+from tests.fixtures.jwks import JwksServer, SigningKey, rsa_key
+
+#: Small enough that an oversized credential still fits the HTTP and WebSocket header limits.
+MAX_CREDENTIAL_BYTES = 4096
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="package")
-def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterator[str]:
+def jwks() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="package")
+def idp_key(jwks: JwksServer) -> SigningKey:
+    key = rsa_key("api-rsa-1")
+    jwks.publish(key)
+    return key
+
+
+@pytest.fixture(scope="package")
+def api_settings(core_settings: DatawaveSettings, jwks: JwksServer) -> DatawaveSettings:
+    oidc = OidcSettings(issuer=jwks.issuer, audience="datawave", jwks_url=jwks.jwks_url,
+                        jwks_min_refresh_s=0, leeway_s=0)  # fmt: skip
+    auth = core_settings.auth.model_copy(update={
+        "oidc": oidc, "custom_roles": {"auditor": ["audit:read"]},
+        "max_credential_bytes": MAX_CREDENTIAL_BYTES})  # fmt: skip
+    return core_settings.model_copy(update={"auth": auth})
+
+
+@pytest.fixture(scope="package")
+def api_url(core: dict[str, object], api_settings: DatawaveSettings, idp_key: SigningKey,
+            api_keys: dict[str, str]) -> Iterator[str]:  # fmt: skip
     from ray import serve
 
     from datawave.datasource.cli.core import free_port
     from datawave.datasource.serve.deployment import APP_NAME, deploy_api
 
-    url = deploy_api(core_settings, port=free_port(), num_replicas=2)
+    url = deploy_api(api_settings, port=free_port(), num_replicas=2)
     deadline = time.monotonic() + 120
     last: object = None
     while time.monotonic() < deadline:
@@ -46,18 +84,27 @@ def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterato
     from datawave.datasource.serve.deployment import EVENTS_NAME
 
     with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(EVENTS_NAME, namespace=core_settings.ray.namespace), no_restart=True)
+        ray.kill(ray.get_actor(EVENTS_NAME, namespace=api_settings.ray.namespace), no_restart=True)
 
 
 @pytest.fixture(scope="package")
-def http(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=60) as c:
+def http(api_url: str, api_keys: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=60, headers=bearer(api_keys["admin"])) as c:
         yield c
 
 
 @pytest.fixture
-async def ahttp(api_url: str):  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(base_url=api_url, timeout=60) as c:
+async def ahttp(api_url: str, api_keys: dict[str, str]):  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(
+        base_url=api_url, timeout=60, headers=bearer(api_keys["admin"])
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="package")
+def anon(api_url: str) -> Iterator[httpx.Client]:
+    """No credential at all; pass ``headers=`` per request."""
+    with httpx.Client(base_url=api_url, timeout=60) as c:
         yield c
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from datawave.datasource.errors import Conflict, NotFound, ValidationFailed
+from datawave.datasource.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 from datawave.datasource.serve.client import AsyncHttpClient, HttpClient
 
 from .conftest import make_sqlite, unique
@@ -19,9 +25,9 @@ pytestmark = pytest.mark.ray
 DATAWAVE = str(Path(sys.executable).with_name("datawave"))
 
 
-def test_sync_client_roundtrip(api_url, tmp_path):
+def test_sync_client_roundtrip(api_url, api_keys, tmp_path):
     db = make_sqlite(tmp_path / "c.sqlite", tables=4)
-    with HttpClient(api_url) as api:
+    with HttpClient(api_url, api_key=api_keys["admin"]) as api:
         rec = api.create_source(unique(), "sqlite", {"path": str(db)}, labels={"via": "client"})
         assert api.get_source(rec.name).id == rec.id
         assert rec.id in {s.id for s in api.list_sources(labels={"via": "client"})}
@@ -42,9 +48,9 @@ def test_sync_client_roundtrip(api_url, tmp_path):
             api.get_source(rec.id)
 
 
-async def test_async_client(api_url, tmp_path):
+async def test_async_client(api_url, api_keys, tmp_path):
     db = make_sqlite(tmp_path / "a.sqlite", tables=2)
-    async with AsyncHttpClient(api_url) as api:
+    async with AsyncHttpClient(api_url, api_key=api_keys["admin"]) as api:
         rec = await api.create_source(unique(), "sqlite", {"path": str(db)})
         job = await api.discover_many(sources=[rec.name])
         view = await api.wait_job(job.id, timeout_s=120)
@@ -55,11 +61,29 @@ async def test_async_client(api_url, tmp_path):
             await api.job("no-such-job")
 
 
-def test_cli_uses_the_api_when_recorded(api_url, tmp_path):
+def test_client_without_a_key_is_unauthenticated(api_url, api_keys):
+    with HttpClient(api_url) as api, pytest.raises(Unauthenticated) as refused:
+        api.list_sources()
+    assert refused.value.context["reason"] == "missing"
+    with HttpClient(api_url, api_key=api_keys["viewer"]) as api:
+        with pytest.raises(Forbidden):
+            api.create_source(unique(), "sqlite", {"path": "/nowhere.sqlite"})
+        assert isinstance(api.list_sources(), list)
+
+
+def test_cli_uses_the_api_when_recorded(api_url, api_keys, tmp_path):
     data = tmp_path / "dw"
     data.mkdir()
     (data / "core.json").write_text(json.dumps({"api_url": api_url}))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATAWAVE_DATA_DIR": str(data)}
+    keyless = subprocess.run([DATAWAVE, "sources", "list"], env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert keyless.returncode == 1 and "no API key: export DATAWAVE_API_KEY=" in keyless.stderr
+    assert "Traceback" not in keyless.stderr
+    (data / "admin.key").write_text(api_keys["viewer"] + "\n")  # the bootstrap key file is read
+    assert subprocess.run([DATAWAVE, "sources", "list", "--json"], env=env, capture_output=True,
+                          text=True, timeout=120).returncode == 0  # fmt: skip
+    env["DATAWAVE_API_KEY"] = api_keys["admin"]  # and the environment wins over it
     db = make_sqlite(tmp_path / "cli.sqlite")
     name = unique("cli")
 

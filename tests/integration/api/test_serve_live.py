@@ -8,13 +8,13 @@ import json
 import pytest
 import websockets
 
-from .conftest import discover, make_sqlite, unique
+from .conftest import bearer, discover, make_sqlite, unique
 
 pytestmark = pytest.mark.ray
 
 
 async def test_websocket_events_filtered_by_source_and_type(
-    api_url, ahttp, http, sqlite_source, tmp_path
+    api_url, api_keys, ahttp, http, sqlite_source, tmp_path
 ):
     sid = sqlite_source["id"]
     other = http.post(
@@ -26,7 +26,8 @@ async def test_websocket_events_filtered_by_source_and_type(
         },
     ).json()
     ws_url = api_url.replace("http://", "ws://") + f"/v1/events?source={sid}&type=discovery"
-    async with websockets.connect(ws_url, open_timeout=30) as ws:
+    admin = bearer(api_keys["admin"])
+    async with websockets.connect(ws_url, open_timeout=30, additional_headers=admin) as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert hello["type"] == "subscribed" and hello["data"]["sources"] == [sid]
         await ahttp.post(f"/v1/sources/{other['id']}/discover")  # filtered out
@@ -40,11 +41,13 @@ async def test_websocket_events_filtered_by_source_and_type(
     assert all(isinstance(e["seq"], int) for e in seen)
 
 
-async def test_websocket_unknown_source_is_refused(api_url):
+async def test_websocket_unknown_source_is_refused(api_url, api_keys):
     ws_url = api_url.replace("http://", "ws://") + "/v1/events?source=does-not-exist"
-    with pytest.raises(websockets.exceptions.InvalidStatus):
-        async with websockets.connect(ws_url, open_timeout=30) as ws:
+    admin = bearer(api_keys["admin"])
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with websockets.connect(ws_url, open_timeout=30, additional_headers=admin) as ws:
             await ws.recv()
+    assert refused.value.response.status_code == 404
 
 
 def test_graphql_tree_with_pagination(http, sqlite_source):

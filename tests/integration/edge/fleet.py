@@ -1,9 +1,11 @@
-"""A real core side (hub nats-server, metadata store, in-process EdgeGateway) and real edge
-nodes (leaf nats-servers, agents as separate processes), for the edge fleet tests."""
+"""A real core side (hub nats-server with leaf TLS, metadata store, in-process EdgeGateway, the
+core's CA) and real edge nodes (leaf nats-servers, agents as separate processes), for the edge
+fleet tests."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -20,8 +22,11 @@ from datawave.datasource.connectors import ConnectorRegistry
 from datawave.datasource.edge import HubConfig, NatsServer, TokenIssuer
 from datawave.datasource.edge.gateway import EdgeGateway
 from datawave.datasource.edge.node import NodeFiles, join, read_node
+from datawave.datasource.edge.tls import ensure_hub_certificate, issue_enrollment, sign_edge_csr
+from datawave.datasource.edge.tokens import Enrollment
 from datawave.datasource.engines import SourceService
 from datawave.datasource.models import Event, SourceRecord, SourceSpec
+from datawave.datasource.security.certs import CertificateAuthority
 from datawave.datasource.store import AesGcmSealer, MetadataStore, load_kek
 
 T = TypeVar("T")
@@ -34,11 +39,15 @@ class CoreSide:
     hub: NatsServer
     issuer: TokenIssuer
     gateway: EdgeGateway
+    ca: CertificateAuthority
     events: list[Event] = field(default_factory=list)
+
+    def enrollment(self, site: str, expires_at: int) -> Enrollment:
+        return issue_enrollment(self.ca, site, expires_at)
 
     async def token(self, site: str, ttl_s: int = 600) -> str:
         """`datawave edge token create`: mint, add the hub user, reload the hub."""
-        token, _ = self.issuer.create(site, ttl_s, self.hub.leaf_url)
+        token, _ = self.issuer.create(site, ttl_s, self.hub.leaf_url, enrollment=self.enrollment)
         await self.hub.update_edges(self.issuer.hub_users())
         return token
 
@@ -55,17 +64,23 @@ async def start_core(root: Path) -> CoreSide:
     store = MetadataStore.open(
         f"sqlite:///{root / 'core.db'}", sealer=AesGcmSealer(load_kek(root / "kek", create=True))
     )
+    ca = await asyncio.to_thread(CertificateAuthority.init, root / "ca")
+    tls = await asyncio.to_thread(
+        ensure_hub_certificate, ca, root / "hub-tls", ["127.0.0.1", "localhost"]
+    )
     hub = NatsServer(
-        HubConfig(store_dir=root / "hub-js", core_password=secrets.token_urlsafe(18)), root / "hub"
+        HubConfig(store_dir=root / "hub-js", core_password=secrets.token_urlsafe(18), leaf_tls=tls),
+        root / "hub",
     )
     await hub.start()
     issuer = TokenIssuer(root / "join.key", root / "joins.json")
     events: list[Event] = []
     user, password = hub.core_credentials
     gateway = EdgeGateway(store, issuer, hub.client_url, user=user, password=password,
-                          sink=events.append, offline_after_s=2.0)  # fmt: skip
+                          sink=events.append, offline_after_s=2.0,
+                          cert_signer=lambda site, csr: sign_edge_csr(ca, csr, site))  # fmt: skip
     await gateway.start()
-    return CoreSide(root, store, hub, issuer, gateway, events)
+    return CoreSide(root, store, hub, issuer, gateway, ca, events)
 
 
 async def stop_core(core: CoreSide) -> None:
@@ -126,6 +141,9 @@ def stop_leaf(root: Path) -> None:
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):  # a leaf we started: reap it
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:

@@ -41,7 +41,7 @@ def wait_for(check: Any, within: float = 60.0, what: str = "condition") -> Any:
 def test_up_records_the_hub(core: dict[str, Any]) -> None:
     assert core["nats_embedded"] and core["nats_pid"]
     assert core["nats_url"].startswith("nats://127.0.0.1:") and ":4222" not in core["nats_url"]
-    assert core["nats_leaf_url"].startswith("nats-leaf://127.0.0.1:")
+    assert core["nats_leaf_url"].startswith("tls://127.0.0.1:") and core["nats_leaf_tls"]
     varz = httpx.get(f"{core['nats_monitor_url']}/varz", timeout=5, trust_env=False).json()
     assert varz["jetstream"]["config"]["domain"] == "core"
 
@@ -51,8 +51,6 @@ def test_token_join_and_owner_delegation(
 ) -> None:
     site = f"s{uuid.uuid4().hex[:6]}"
     pg_db.execute("CREATE TABLE plants (id int primary key, city text)")
-    rec = client.register(f"edge-{site}", "postgresql", pg_db.config(password="pw-edge"),
-                          edge_site=site)  # fmt: skip
     token = json.loads(dw(core_env, "edge", "token", "create", "--site", site, "--json").stdout)[
         "token"
     ]
@@ -60,7 +58,10 @@ def test_token_join_and_owner_delegation(
     env = {**core_env, "DATAWAVE_DATA_DIR": str(tmp_path / "edge-home")}
     joined = json.loads(dw(env, "edge", "join", token, "--state-dir", str(root), "--json").stdout)
     try:
-        assert joined["site"] == site and joined["agent_pid"]
+        assert joined["site"] == site and joined["agent_pid"] and joined["tls"]
+        # Registered once the site has joined: its secrets are sealed to the edge's key.
+        rec = client.register(f"edge-{site}", "postgresql", pg_db.config(password="pw-edge"),
+                              edge_site=site)  # fmt: skip
         again = dw(env, "edge", "join", token, "--state-dir", str(tmp_path / "again"), check=False)
         assert again.returncode != 0 and "already used" in again.stderr
         assert not (tmp_path / "again").exists()

@@ -145,9 +145,9 @@ async def test_edge_discovery_lands_in_the_core_store(
 ) -> None:
     pg_db.execute("CREATE TABLE orders (id int primary key, total numeric(10,2));"
                   "CREATE TABLE customers (id int primary key, name text)")  # fmt: skip
-    src = core.add_source("pg-edge", "postgresql", pg_db.config(password="pw-edge"), "A")
     root = tmp_path / "edgeA"
-    await join_site(core, "A", root)
+    await join_site(core, "A", root)  # first: secrets are sealed to the key the edge sends
+    src = core.add_source("pg-edge", "postgresql", pg_db.config(password="pw-edge"), "A")
     agents.append(AgentProcess(root).start())
     await _wait_sources(core, node_id(root), "A")
 
@@ -190,11 +190,11 @@ async def test_a_hub_outage_during_discovery_and_health_loses_and_duplicates_not
     core: CoreSide, tmp_path: Path, agents: list[AgentProcess], my_db
 ) -> None:
     my_db.execute("CREATE TABLE items (id int primary key, sku varchar(32))")
+    root = tmp_path / "edgeA"
+    await join_site(core, "A", root)
     src = core.add_source(
         "my-edge", "mysql", my_db.config(auth="none", schemas=[my_db.dbname]), "A"
     )
-    root = tmp_path / "edgeA"
-    await join_site(core, "A", root)
     node = node_id(root)
     agent = AgentProcess(root, "--health-interval-s", "0.1", "--synthetic", "-1",
                          "--synthetic-rate", "300")  # fmt: skip

@@ -175,6 +175,27 @@ def test_a_token_is_single_use(issuer: TokenIssuer) -> None:
     assert exc.value.code == "token_rejected"
 
 
+def test_verify_checks_like_redeem_without_using_the_token_up(
+    issuer: TokenIssuer, clock: Clock
+) -> None:
+    token, creds = issuer.create("A", 60, LEAF_URL)
+    assert issuer.verify(token).credentials == creds
+    assert issuer.verify(token).nonce == issuer.verify(token).nonce  # still unused
+    assert issuer.redeem(token) == creds
+    with pytest.raises(TokenRejected) as exc:
+        issuer.verify(token)
+    assert _reason(exc) == "already used"
+
+    fresh, _ = issuer.create("A", 60, LEAF_URL)
+    with pytest.raises(TokenRejected) as exc:
+        issuer.verify(_with_payload(fresh, exp=int(T0) + 10**6))
+    assert _reason(exc) == "signature invalid"
+    clock.now = T0 + 61
+    with pytest.raises(TokenRejected) as exc:
+        issuer.verify(fresh)
+    assert _reason(exc) == "expired"
+
+
 # Forged and tampered ----------------------------------------------------------------------------
 def test_a_token_from_another_core_is_refused(issuer: TokenIssuer, tmp_path: Path) -> None:
     other = TokenIssuer(tmp_path / "other.key", tmp_path / "other.json")

@@ -15,7 +15,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClie
 
 from datawave.datasource.serve.events import Broadcaster
 
-from .conftest import make_sqlite
+from .conftest import bearer, make_sqlite
 
 
 async def _discover(api, ref: str) -> dict:
@@ -89,8 +89,8 @@ async def test_graphql_batches_one_query_per_level(app, api, tmp_path):
     assert counts[0] == counts[1], counts  # 4x the sources, same number of queries
 
 
-def test_websocket_filter_and_close_codes(app, shop):
-    with TestClient(app) as client:
+def test_websocket_filter_and_close_codes(app, keys, shop):
+    with TestClient(app, headers=bearer(keys["admin"])) as client:
         rec = client.post(
             "/v1/sources", json={"name": "ws", "type": "sqlite", "config": {"path": str(shop)}}
         ).json()

@@ -2,7 +2,8 @@
 
 Bounded: ``MAX_EXAMPLES`` per operation (over 1,000 cases in all), a per-case deadline and the
 pytest timeout. Checked on every response: no 5xx, every error is problem+json with a stable
-code, responses match the documented schemas and content types.
+code, responses match the documented schemas and content types. Auth is on: cases carry an
+admin API key, so they reach the routes rather than stopping at the 401.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClie
     import starlette.testclient  # noqa: F401
 
 from datawave.datasource.config import load_settings
+from datawave.datasource.security import Grant
 from datawave.datasource.serve.app import create_app
 from datawave.datasource.serve.local import LocalBackend
 
@@ -28,6 +30,9 @@ MAX_EXAMPLES = 60
 _data = Path(tempfile.mkdtemp(prefix="dw-fuzz-"))
 _settings = load_settings(data_dir=_data, owners={"shards": 2}, api={"max_body_bytes": 65536})
 app = create_app(LocalBackend(_settings), api=_settings.api)
+_, _TOKEN = app.state.ctx.auth_store.create_api_key(
+    name="fuzz", grants=[Grant(role="admin")], created_by="test"
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 CASES: list[int] = []
 
@@ -54,7 +59,7 @@ _checks = [
           suppress_health_check=list(HealthCheck))  # fmt: skip
 def test_openapi_fuzz(case):  # type: ignore[no-untyped-def]
     CASES.append(1)
-    response = case.call()
+    response = case.call(headers={"Authorization": f"Bearer {_TOKEN}"})
     case.validate_response(response, checks=_checks)
     problem_json_errors(None, response, case)
 

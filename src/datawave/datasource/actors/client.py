@@ -17,6 +17,8 @@ from typing import Any
 import ray
 
 from datawave.datasource.actors.factory import JOBS_NAME, RayOwnerDirectory
+from datawave.datasource.actors.payload import store_url_for
+from datawave.datasource.actors.raynet import LOCAL_ONLY_ENV, apply_local_only, is_loopback
 from datawave.datasource.config import DatawaveSettings, load_settings
 from datawave.datasource.engines import shard_for
 from datawave.datasource.errors import DatawaveError
@@ -35,13 +37,30 @@ from datawave.datasource.store import MetadataStore
 __all__ = ["Client", "JobHandle", "apply_ray_auth", "connect", "ray_env"]
 
 
-def ray_env(settings: DatawaveSettings) -> dict[str, str]:
-    """Environment that lets a process join our token-protected Ray cluster."""
+def ray_env(settings: DatawaveSettings, address: str | None = None) -> dict[str, str]:
+    """Environment that lets a process join our token-protected Ray cluster.
+
+    A head on loopback (what `datawave up` starts) also needs Ray's single-machine mode in the
+    driver (:mod:`~datawave.datasource.actors.raynet`); a cluster on a private network must
+    not get it, so it is added only when the address this process will join is loopback.
+    """
     env = {"RAY_AUTH_MODE": "token"}
+    if _joins_loopback(settings, address):
+        env[LOCAL_ONLY_ENV] = "0"
     token = settings.data_dir / "ray_token"
     if token.exists() and "RAY_AUTH_TOKEN" not in os.environ:
         env["RAY_AUTH_TOKEN_PATH"] = str(token)
     return env
+
+
+def _joins_loopback(settings: DatawaveSettings, address: str | None) -> bool:
+    """Whether the cluster this process joins (resolved as :func:`connect` does) is local."""
+    for cand in (address, settings.ray.address, os.environ.get("RAY_ADDRESS"),
+                 _recorded_address(settings.state_file)):  # fmt: skip
+        if cand and cand != "auto":
+            host = cand.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+            return is_loopback(host)
+    return False
 
 
 def apply_ray_auth(env: Mapping[str, str]) -> None:
@@ -51,6 +70,7 @@ def apply_ray_auth(env: Mapping[str, str]) -> None:
     refreshed (what Ray's own test utilities do) or the old token is sent.
     """
     os.environ.update(env)
+    apply_local_only(env)
     try:
         from ray._raylet import (  # type: ignore[attr-defined]
             AuthenticationTokenLoader,
@@ -118,7 +138,10 @@ class Client:
         topo: Any = ray.get(self._jobs.topology.remote())
         self.shards: int = topo["shards"]
         self._owners: RayOwnerDirectory = RayOwnerDirectory(ns)
-        self.store: MetadataStore = MetadataStore(topo["store_url"])  # reads only; no sealer
+        # Reads only, no sealer. The core reports its store with the password masked: the
+        # password comes from this process's own settings (DATAWAVE_STORE_URL) or password file.
+        url = store_url_for(topo["store_url"], settings, os.environ)
+        self.store: MetadataStore = MetadataStore(url)
 
     def _call(self, shard: int, method: str, *args: Any) -> Any:
         return _unwrap(lambda: ray.get(getattr(self._owners.handle(shard), method).remote(*args)))
@@ -217,7 +240,6 @@ def connect(
     """
     settings = settings or load_settings()
     if not ray.is_initialized():
-        apply_ray_auth(ray_env(settings))
         addr = (
             address
             or settings.ray.address
@@ -225,6 +247,7 @@ def connect(
             or _recorded_address(settings.state_file)
             or "auto"
         )
+        apply_ray_auth(ray_env(settings, addr))
         ray.init(address=addr, namespace=settings.ray.namespace, log_to_driver=False, **ray_init)
     if not ray.is_initialized():
         raise DatawaveError("could not join a Ray cluster")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import ray
@@ -12,6 +13,7 @@ from datawave.datasource.actors.health import HealthScheduler
 from datawave.datasource.actors.jobs import JobManager
 from datawave.datasource.actors.metrics import Metrics
 from datawave.datasource.actors.owner import SourceOwner, open_store
+from datawave.datasource.actors.payload import local_settings, remote_settings
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.models import RunSummary
 
@@ -41,7 +43,9 @@ class OwnerActor(SourceOwner):
     """Thin Ray-facing subclass: only adds what a remote caller needs (and metrics)."""
 
     def __init__(self, shard: int, settings: dict[str, Any]) -> None:
-        super().__init__(shard, settings)
+        # The actor process is an entry point: its environment (from the raylet) supplies the
+        # store password, an `env` KEK and `env:` secret references; Ray never carries them.
+        super().__init__(shard, local_settings(settings, os.environ), environ=os.environ)
         self.metrics = Metrics(ray_metrics=True)
         self.on_checks = self.metrics.record_checks
         self.edge_router = EdgeRouter(self.settings.ray.namespace)
@@ -82,14 +86,15 @@ class RayOwnerDirectory:
 
 class JobsActor(JobManager):
     def __init__(self, settings: dict[str, Any]) -> None:
-        s = DatawaveSettings.model_validate(settings)
-        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s))
+        s = local_settings(settings, os.environ)
+        # No sealer: only owners open secrets.
+        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s, sealed=False))
 
 
 class HealthActor(HealthScheduler):
     def __init__(self, settings: dict[str, Any]) -> None:
-        s = DatawaveSettings.model_validate(settings)
-        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s),
+        s = local_settings(settings, os.environ)
+        super().__init__(s, RayOwnerDirectory(s.ray.namespace), open_store(s, sealed=False),
                          metrics=Metrics(ray_metrics=True))  # fmt: skip
         # Start the loop on creation and after every restart (runs once __init__ returns).
         ray.get_runtime_context().current_actor.start.remote()
@@ -125,10 +130,10 @@ def job_manager_class(settings: DatawaveSettings) -> Any:
 
 def deploy(settings: DatawaveSettings, *, detached: bool = True) -> dict[str, Any]:
     """Create (or find) the owner shards and the job manager; idempotent."""
-    store = open_store(settings, migrate=True)  # migrations run once, here
-    store.close()
+    # Migrations run once, here; the owners prove their keys open the stored secrets.
+    open_store(settings, migrate=True, sealed=False).close()
     ns = settings.ray.namespace
-    payload = settings.model_dump(mode="json")
+    payload = remote_settings(settings)  # store password masked: actor args live in the GCS
     lifetime = "detached" if detached else None
     owner_cls = owner_class(settings)
     handles: dict[str, Any] = {"owners": []}

@@ -8,6 +8,7 @@ and a name, in the factory style of ``factory.py``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import ray
 from ray.util.metrics import Gauge
 
+from datawave.datasource.actors.payload import local_settings, remote_settings
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError
 from datawave.datasource.models import Event, RunSummary, TestReport
@@ -55,14 +57,15 @@ class FleetMetrics:
 
 
 class GatewayActor:
-    """Hosts the gateway ``build(settings, state, sink=..., on_fleet_change=...)`` returns."""
+    """Hosts the gateway ``build(settings, state, sink=..., on_fleet_change=..., environ=...)``
+    returns."""
 
     def __init__(self, settings: dict[str, Any], state: dict[str, Any], build: Callable[..., Any]):
-        self.settings = DatawaveSettings.model_validate(settings)
+        self.settings = local_settings(settings, os.environ)  # store password from this process
         self.events: list[Event] = []
         self.metrics = FleetMetrics()
         self.gateway = build(self.settings, state, sink=self.events.append,
-                             on_fleet_change=self.metrics.update)  # fmt: skip
+                             on_fleet_change=self.metrics.update, environ=os.environ)  # fmt: skip
         self._started = False
         # Connect on creation and after every restart (runs once __init__ returns).
         ray.get_runtime_context().current_actor.start.remote()
@@ -132,7 +135,7 @@ def deploy_gateway(
     handle = cls.options(
         name=GATEWAY_NAME, namespace=settings.ray.namespace,
         lifetime="detached" if detached else None, get_if_exists=True,
-    ).remote(settings.model_dump(mode="json"), state, build)  # fmt: skip
+    ).remote(remote_settings(settings), state, build)  # fmt: skip
     ray.get(handle.start.remote(), timeout=60)
     return handle
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
+from datawave.datasource.actors.payload import mask_store_url
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError, NotFound
 from datawave.datasource.models import JobItem, JobStatus, JobView, RunStatus, SourceSelector
@@ -156,6 +157,7 @@ class JobManager:
     async def topology(self) -> dict[str, Any]:
         return {
             "shards": self.settings.owners.shards,
-            "store_url": self.settings.resolved_store_url,
+            # Masked: this answer reaches any driver; each reader supplies the password itself.
+            "store_url": mask_store_url(self.settings.resolved_store_url),
             "namespace": self.settings.ray.namespace,
         }

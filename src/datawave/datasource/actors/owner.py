@@ -12,8 +12,9 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from datawave.datasource.connectors import Connector, ConnectorRegistry, merge_s
 from datawave.datasource.engines import DiscoveryEngine, SourceService
 from datawave.datasource.engines.health import source_policy
 from datawave.datasource.engines.probes import ProbePool, describe
-from datawave.datasource.errors import Conflict, NotFound
+from datawave.datasource.errors import Conflict, DatawaveError, NotFound
 from datawave.datasource.models import (
     Event,
     HealthReport,
@@ -32,31 +33,66 @@ from datawave.datasource.models import (
     SourceSpec,
     TestReport,
 )
-from datawave.datasource.store import AesGcmSealer, MetadataStore, load_kek
+from datawave.datasource.security.secrets import SecretResolver
+from datawave.datasource.store import AuditDraft, MetadataStore
 
 __all__ = ["SourceOwner", "open_store"]
 
 log = logging.getLogger(__name__)
 
+#: Health checks use a source's credentials every few seconds: their ``credential.use`` entry
+#: is written at most once per source per this many seconds (per owner process), while tests
+#: and discoveries are audited every time.
+CREDENTIAL_AUDIT_HEALTH_EVERY_S = 3600.0
 
-def open_store(settings: DatawaveSettings, *, migrate: bool = False) -> MetadataStore:
-    kek = load_kek(settings.resolved_key_file, create=settings.profile == "dev")
-    return MetadataStore.open(
-        settings.resolved_store_url, sealer=AesGcmSealer(kek), migrate=migrate
-    )
+
+def open_store(
+    settings: DatawaveSettings,
+    *,
+    migrate: bool = False,
+    environ: Mapping[str, str] | None = None,
+    sealed: bool = True,
+) -> MetadataStore:
+    """The store of an owner: with a sealer whose keys are proven to open the stored secrets.
+
+    Args:
+        environ: this process's environment, read by its entry point (the ``env`` KEK provider).
+        sealed: ``False`` for processes that must never hold a sealer (job manager, health).
+
+    Raises:
+        ConfigError: no key-encryption key, or one that does not match the store. In the dev
+            profile a fresh file key is created only while the store holds no sealed secret.
+    """
+    store = MetadataStore.open(settings.resolved_store_url, migrate=migrate)
+    if not sealed:
+        return store
+    try:
+        store.attach_keyring(settings, environ=environ or {})
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 class SourceOwner:
-    def __init__(self, shard: int, settings: Mapping[str, Any] | DatawaveSettings) -> None:
+    def __init__(
+        self,
+        shard: int,
+        settings: Mapping[str, Any] | DatawaveSettings,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = (
             settings
             if isinstance(settings, DatawaveSettings)
             else DatawaveSettings.model_validate(settings)
         )
         self.shard = shard
-        self.store = open_store(self.settings)
+        self.store = open_store(self.settings, environ=environ)
         self.registry = ConnectorRegistry()
-        self.sources = SourceService(self.store, self.registry, shards=self.settings.owners.shards)
+        self.resolver = SecretResolver(environ=environ)  # secret references resolve only here
+        self.sources = SourceService(self.store, self.registry, shards=self.settings.owners.shards,
+                                     resolver=self.resolver)  # fmt: skip
         self.events: list[Event] = []
         self.engine = DiscoveryEngine(self.store, sink=self.events.append, origin="core")
         self._connectors: dict[str, tuple[int, Connector]] = {}
@@ -68,7 +104,9 @@ class SourceOwner:
         self._shard_discoveries = asyncio.Semaphore(limits.per_shard_discoveries)
         health = self.settings.health
         self.probes = ProbePool(
-            lambda rec, secrets: self.registry.create(rec.type, merge_secrets(rec.config, secrets)),
+            lambda rec, secrets: self.registry.create(
+                rec.type, merge_secrets(rec.config, secrets, resolver=self.resolver)
+            ),
             self.store.get_secrets,
             per_host=health.per_host_concurrency,
             per_shard=health.per_shard_concurrency,
@@ -76,6 +114,9 @@ class SourceOwner:
         self.on_checks: Any = None  # hook: (records, reports) -> None, set by the actor (metrics)
         self.edge_router: Any = None  # hook: runs work of edge_site sources on the edge (actor)
         self.started_at = datetime.now(UTC)
+        self.principal = f"system:owner-{shard}"  # how credential use is audited
+        self.clock = time.monotonic
+        self._health_audited: dict[str, float] = {}  # source id -> when its use was recorded
         # A restart means runs we had in flight died with the old process.
         self.interrupted = self.store.interrupt_running(
             shard=shard, reason=f"owner shard {shard} restarted"
@@ -104,6 +145,41 @@ class SourceOwner:
         cached = self._connectors.pop(source_id, None)
         if cached is not None:
             await cached[1].close()
+
+    def _audit_credential_use(self, recs: Sequence[SourceRecord], purpose: str) -> None:
+        """Record that the secrets of ``recs`` are about to be used to connect (blocking).
+
+        Sources without secrets are skipped: there is no credential to account for.
+        """
+        drafts = [
+            AuditDraft("credential.use", self.principal, source_id=r.id,
+                       detail={"purpose": purpose, "fields": list(r.secret_fields)})
+            for r in recs if r.secret_fields
+        ]  # fmt: skip
+        if drafts:
+            self.store.append_audit_many(drafts)
+
+    async def _audit_health_credentials(self, recs: Sequence[SourceRecord]) -> None:
+        """Audit health-check credential use, once per source per
+        :data:`CREDENTIAL_AUDIT_HEALTH_EVERY_S`; a store failure is logged, never fails checks."""
+        now = self.clock()
+        due = [
+            r for r in recs
+            if r.secret_fields and (
+                r.id not in self._health_audited
+                or now - self._health_audited[r.id] >= CREDENTIAL_AUDIT_HEALTH_EVERY_S
+            )
+        ]  # fmt: skip
+        if not due:
+            return
+        try:
+            await asyncio.to_thread(self._audit_credential_use, due, "health")
+        except DatawaveError as exc:
+            log.warning("owner %s: auditing credential use of %d sources failed (%s); "
+                        "retried at the next check", self.shard, len(due), exc.code)  # fmt: skip
+            return
+        for r in due:
+            self._health_audited[r.id] = now
 
     def drain_events(self) -> list[Event]:
         out, self.events[:] = list(self.events), []
@@ -134,6 +210,7 @@ class SourceOwner:
         )
         await self._drop_connector(source_id)
         self.probes.forget_source(source_id)
+        self._health_audited.pop(source_id, None)  # new credentials: audit their first use
         return rec
 
     async def remove(self, source_id: str, purge: bool = False) -> None:
@@ -151,6 +228,7 @@ class SourceOwner:
         rec = self._own(source_id)
         if rec.edge_site and self.edge_router is not None:
             return await self.edge_router.test(rec.edge_site, rec.id)  # runs on the edge
+        await asyncio.to_thread(self._audit_credential_use, [rec], "test")
         async with self._per_source[rec.id]:
             report = await self._connector(rec).test_connection()
         report = report.model_copy(update={"source_id": rec.id, "tested_at": datetime.now(UTC)})
@@ -168,6 +246,7 @@ class SourceOwner:
         if lock.locked() and job_id is None:
             raise Conflict(f"a discovery of {rec.name} is already running", kind="discovery")
         async with lock, self._shard_discoveries, self._per_source[rec.id]:
+            await asyncio.to_thread(self._audit_credential_use, [rec], "discover")
             return await self.engine.run(
                 rec.id,
                 self._connector(rec),
@@ -204,6 +283,7 @@ class SourceOwner:
                 continue
             limit = timeouts[i] if timeouts else source_policy(rec, self.settings.health).timeout_s
             todo.append((i, rec, limit))
+        await self._audit_health_credentials([r for _, r, _ in todo])
         reports = await self.probes.check_many([r for _, r, _ in todo], [t for _, _, t in todo])
         for (i, _, _), rep in zip(todo, reports, strict=True):
             out[i] = rep

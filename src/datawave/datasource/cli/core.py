@@ -3,6 +3,10 @@
 The Ray head runs as ``ray start --head --block`` in its own process group, so ``down`` stops
 exactly the processes ``up`` started and never another Ray on the machine. Token auth is on: the
 token lives in ``<data_dir>/ray_token`` (0600) and every client is pointed at it.
+
+API auth is on by default too. On the first start (no API key in the store yet) ``up`` creates
+a global ``admin`` key named ``bootstrap-admin`` and writes its token to ``<data_dir>/admin.key``
+(0600); the token is never printed or logged, only the file's path and how to use it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datawave.datasource.actors.raynet import ray_bind_env
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError
-from datawave.datasource.store import load_kek
 
-__all__ = ["CoreState", "core_down", "core_up", "ray_token_env", "read_state"]
+__all__ = [
+    "ADMIN_KEY_FILE",
+    "CoreState",
+    "admin_key_hint",
+    "bootstrap_admin_key",
+    "check_keys",
+    "core_down",
+    "core_up",
+    "ray_head_command",
+    "ray_token_env",
+    "read_state",
+]
 
 CoreState = dict[str, Any]
+ADMIN_KEY_FILE = "admin.key"
 
 
 def free_port() -> int:
@@ -41,7 +57,41 @@ def ray_token_env(settings: DatawaveSettings) -> dict[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+    # Loopback binding (ray.bind_host) needs the same Ray networking mode in every process.
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path), **ray_bind_env(settings)}
+
+
+def ray_head_command(settings: DatawaveSettings, *, port: int, dashboard_port: int) -> list[str]:
+    """``ray start --head`` for ``datawave up``: every listener on ``ray.bind_host``.
+
+    With a loopback ``bind_host`` (the default) the environment from :func:`ray_token_env`
+    puts Ray in single-machine mode, so the GCS, raylet, object manager, workers, dashboard
+    agent, metrics exporter and Ray Client server listen on 127.0.0.1 only; the dashboard
+    listens on ``ray.dashboard_host``. Token auth (``RAY_AUTH_MODE=token``) guards them all.
+    """
+    ray_bin = Path(sys.executable).with_name("ray")
+    cmd = [
+        str(ray_bin if ray_bin.exists() else shutil.which("ray") or "ray"),
+        "start", "--head", "--block", f"--port={port}",
+        f"--node-ip-address={settings.ray.bind_host}",
+        f"--dashboard-host={settings.ray.dashboard_host}", f"--dashboard-port={dashboard_port}",
+        f"--include-dashboard={'true' if settings.ray.include_dashboard else 'false'}",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    if settings.ray.num_cpus:
+        cmd.append(f"--num-cpus={settings.ray.num_cpus}")
+    return cmd
+
+
+def check_keys(settings: DatawaveSettings) -> None:
+    """Migrate the store and prove the key-encryption key opens its secrets, before Ray starts.
+
+    In the dev profile a first start creates the file key; a missing or wrong key is a
+    :class:`ConfigError` naming the setting (and kek ids), never a silent fresh key.
+    """
+    from datawave.datasource.actors.owner import open_store
+
+    open_store(settings, migrate=True, environ=os.environ).close()
 
 
 def read_state(settings: DatawaveSettings) -> CoreState | None:
@@ -74,39 +124,79 @@ def _wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[by
     raise DatawaveError(f"ray head did not open {host}:{port} within {timeout_s:g}s")
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def bootstrap_admin_key(settings: DatawaveSettings) -> Path | None:
+    """Create the first admin API key when the store has none; return the key file, if any.
+
+    Idempotent: once any key exists (revoked ones included) nothing is created, so revoking
+    the bootstrap key does not bring a new one back on the next start.
+    """
+    if not settings.auth.enabled:
+        return None
+    from datawave.datasource.security import Grant
+    from datawave.datasource.store import MetadataStore
+
+    path = settings.data_dir / ADMIN_KEY_FILE
+    store = MetadataStore.open(settings.resolved_store_url, migrate=True)
+    try:
+        if store.list_api_keys(include_revoked=True):
+            return path if path.exists() else None
+        rec, token = store.create_api_key(name="bootstrap-admin", grants=[Grant(role="admin")],
+                                          created_by="system:datawave-up")  # fmt: skip
+        _write_private(path, token + "\n")
+        store.append_audit("apikey.create", principal="system:datawave-up", target=rec.id,
+                           detail={"name": rec.name, "grants": ["admin@*"], "file": str(path)})  # fmt: skip
+    finally:
+        store.close()
+    return path
+
+
+def admin_key_hint(settings: DatawaveSettings) -> str | None:
+    """How to use the bootstrap key, when its file exists (never the key itself)."""
+    path = settings.data_dir / ADMIN_KEY_FILE
+    if not settings.auth.enabled or not path.exists():
+        return None
+    return (f"First admin API key written to {path} — "
+            f"export DATAWAVE_API_KEY=$(cat {path}); "
+            "create personal keys with `datawave apikeys create`")  # fmt: skip
+
+
 def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) -> CoreState:
     """Start the core in the background and return once every part answers.
 
     With ``api`` (the default) the HTTP API is deployed on Ray Serve once the owners are ready.
+    With ``auth.enabled`` (the default) the first start creates the bootstrap admin key.
     """
     state = read_state(settings)
     if state and _alive(int(state.get("ray_pid", 0))):
         echo(f"core already running (ray pid {state['ray_pid']})")
+        if hint := admin_key_hint(settings):
+            echo(hint)
         return state
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    load_kek(settings.resolved_key_file, create=settings.profile == "dev")
+    check_keys(settings)
+    bootstrap_admin_key(settings)
     env = {**os.environ, **ray_token_env(settings), "RAY_USAGE_STATS_ENABLED": "0"}
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     port = settings.ray.port or free_port()
     dash_port = settings.ray.dashboard_port or free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    cmd = [
-        str(ray_bin if ray_bin.exists() else shutil.which("ray") or "ray"),
-        "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-        f"--dashboard-host={settings.ray.dashboard_host}", f"--dashboard-port={dash_port}",
-        f"--include-dashboard={'true' if settings.ray.include_dashboard else 'false'}",
-        "--disable-usage-stats",
-    ]  # fmt: skip
-    if settings.ray.num_cpus:
-        cmd.append(f"--num-cpus={settings.ray.num_cpus}")
+    cmd = ray_head_command(settings, port=port, dashboard_port=dash_port)
     log = open(logs / "ray-head.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    address = f"127.0.0.1:{port}"
+    address = f"{settings.ray.bind_host}:{port}"
     try:
-        _wait_port("127.0.0.1", port, 90, proc)
+        _wait_port(settings.ray.bind_host, port, 90, proc)
         import ray
 
         from datawave.datasource.actors import factory
@@ -118,8 +208,14 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
         handles = factory.deploy(settings, detached=True)
         pings = factory.wait_ready(handles)
         hub = _start_edge(settings)
-        api_url = _start_api(settings) if api else None
+        from datawave.datasource.serve import front as mtls_front
+
+        api_settings = mtls_front.with_front_key(settings)  # replicas trust the front's key
+        api_url = _start_api(api_settings) if api else None
+        front = mtls_front.start_front(api_settings, upstream=api_url,
+                                       log_file=logs / "front.log") if api_url else {}  # fmt: skip
     except BaseException:
+        _stop_front(locals().get("front") or {})
         _stop_edge(locals().get("hub") or {})
         _kill_group(proc.pid)
         raise
@@ -137,10 +233,17 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
         "logs": str(logs),
         "api_url": api_url,
         **hub,
+        **front,
     }
     settings.state_file.write_text(json.dumps(state, indent=2))
     if api_url:
         echo(f"API at {api_url} (docs {api_url}/docs)")
+    if front:
+        echo(f"mTLS front at {front['front_url']} (client certificates: docs/mtls.md)")
+    if hint := admin_key_hint(settings):
+        echo(hint)
+    elif settings.auth.enabled:
+        echo("API auth is on: use an API key (`datawave apikeys create`) as DATAWAVE_API_KEY")
     return state
 
 
@@ -162,6 +265,12 @@ def _stop_edge(state: dict[str, Any]) -> None:
     from datawave.datasource.edge.hub import stop_hub
 
     stop_hub(state)
+
+
+def _stop_front(state: dict[str, Any]) -> None:
+    from datawave.datasource.serve.front import stop_front
+
+    stop_front(state)
 
 
 def _start_api(settings: DatawaveSettings) -> str:
@@ -201,6 +310,7 @@ def core_down(settings: DatawaveSettings) -> bool:
     pid = int(state.get("ray_pid", 0))
     if pid and _alive(pid):
         _kill_group(pid)
+    _stop_front(state)
     _stop_edge(state)
     settings.state_file.unlink(missing_ok=True)
     return True

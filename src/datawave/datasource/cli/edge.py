@@ -4,6 +4,7 @@ the agent on an edge node."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -54,9 +55,13 @@ def token_create(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Mint a one-time join token for SITE and admit its hub user until the token expires."""
+    """Mint a one-time join token for SITE and admit its hub user until the token expires.
+
+    With leaf TLS the token also carries the core's CA and an enrollment certificate for SITE
+    that expires with it; the edge swaps it for a certificate of its own key at join.
+    """
     from datawave.datasource.cli.core import read_state
-    from datawave.datasource.edge.hub import issuer_for, reload_hub
+    from datawave.datasource.edge.hub import create_token, reload_hub
 
     settings = load_settings()
     state = read_state(settings) or {}
@@ -66,7 +71,8 @@ def token_create(
             DatawaveError("no hub leaf URL: start the core with `datawave up` or pass --leaf-url")
         )
     try:
-        token, creds = issuer_for(settings).create(site, ttl, url)
+        tls = bool(state.get("nats_leaf_tls")) if leaf_url is None else None
+        token, creds = create_token(settings, site, ttl, url, tls=tls)
         if state.get("nats_pid"):
             reload_hub(settings, state)
     except DatawaveError as exc:
@@ -104,6 +110,47 @@ def edge_list(json_out: JsonOpt = False) -> None:
     ]  # fmt: skip
     table("edge fleet", ["site", "node", "link", "version", "heartbeat", "queue", "lag", "synced"],
           rows)  # fmt: skip
+
+
+@edge_app.command("revoke")
+def edge_revoke(
+    site: Annotated[str, typer.Option("--site", help="The edge site to lock out")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Lock SITE out: forget its hub user, pending tokens and sealing key, mark its nodes left,
+    and restart the hub so its open leaf connection drops (other edges reconnect in ~1s)."""
+    from datawave.datasource.cli.core import read_state
+    from datawave.datasource.edge.hub import issuer_for, restart_hub
+    from datawave.datasource.edge.tokens import validate_site
+    from datawave.datasource.store import MetadataStore
+
+    settings = load_settings()
+    state = read_state(settings) or {}
+    try:
+        validate_site(site)
+        forgot = issuer_for(settings).revoke(site)
+        store = MetadataStore.open(settings.resolved_store_url, migrate=False)
+        try:
+            left = store.mark_edge_left(site)
+            key = store.delete_edge_key(site)
+            store.append_audit("edge.revoke", principal="system:cli", target=f"site:{site}",
+                               detail={"nodes": left, "sealing_key": key})  # fmt: skip
+        finally:
+            store.close()
+        restarted = False
+        if state.get("nats_pid"):
+            settings.state_file.write_text(json.dumps(restart_hub(settings, state), indent=2))
+            restarted = True
+    except DatawaveError as exc:
+        _fail(exc)
+    info = {"site": site, "hub_user_removed": forgot, "nodes_left": left,
+            "sealing_key_removed": key, "hub_restarted": restarted}  # fmt: skip
+    if json_out:
+        emit_json(info)
+        return
+    console.print(f"revoked edge site {escape(site)}: {left} node(s) left"
+                  + ("; hub restarted" if restarted else
+                     "; no embedded hub: remove the site's user from your NATS deployment"))  # fmt: skip
 
 
 # -- edge side -------------------------------------------------------------------------------
@@ -160,6 +207,25 @@ def edge_status(state_dir: StateDirOpt = None, json_out: JsonOpt = False) -> Non
     table(f"edge node {info['node']} (site {info['site']})", ["what", "value"], info.items())
     if info["link"] != "up":
         raise typer.Exit(3)
+
+
+@edge_app.command("renew")
+def edge_renew(
+    state_dir: StateDirOpt = None,
+    restart_leaf: Annotated[
+        bool, typer.Option(help="Start the leaf again here (off when systemd runs it)")
+    ] = True,
+) -> None:
+    """Get a certificate for a new key of this node (the agent also does it on its own once a
+    third of the lifetime is left) and restart the leaf with it."""
+    from datawave.datasource.edge.node import renew_certificate
+
+    try:
+        not_after = asyncio.run(renew_certificate(_state_dir(load_settings(), state_dir),
+                                                  restart_leaf=restart_leaf))  # fmt: skip
+    except DatawaveError as exc:
+        _fail(exc)
+    console.print(f"renewed this node's leaf certificate, valid until {not_after:%Y-%m-%d %H:%M}Z")
 
 
 @edge_app.command("leave")
@@ -220,7 +286,7 @@ def edge_run(
     runner = _ray_discover_runner() if full else None
     try:
         asyncio.run(run_agent(root, health_interval_s=health_interval, discover_runner=runner,
-                              mode="full" if full else "light"))  # fmt: skip
+                              mode="full" if full else "light", environ=os.environ))  # fmt: skip
     except DatawaveError as exc:
         _fail(exc)
 

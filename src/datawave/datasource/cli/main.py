@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -11,10 +12,14 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
+from datawave.datasource.cli.apikeys import apikeys_app
+from datawave.datasource.cli.audit import audit_app
+from datawave.datasource.cli.certs import certs_app
 from datawave.datasource.cli.edge import edge_app
+from datawave.datasource.cli.keys import keys_app
 from datawave.datasource.cli.output import console, emit_json, err_console, table
 from datawave.datasource.config import load_settings
-from datawave.datasource.errors import DatawaveError, ValidationFailed
+from datawave.datasource.errors import DatawaveError, Unauthenticated, ValidationFailed
 
 app = typer.Typer(
     no_args_is_help=True, help="datawave datasource: register, test, discover, watch."
@@ -22,6 +27,10 @@ app = typer.Typer(
 sources_app = typer.Typer(no_args_is_help=True, help="Register and manage data sources.")
 app.add_typer(sources_app, name="sources")
 app.add_typer(edge_app, name="edge")
+app.add_typer(certs_app, name="certs")
+app.add_typer(apikeys_app, name="apikeys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerts raised by the health rules.")
 app.add_typer(alerts_app, name="alerts")
 
@@ -33,6 +42,11 @@ def _report(exc: Exception) -> int:
     msg = str(exc)
     if isinstance(exc, ValidationFailed) and exc.errors:
         msg += "".join(f"\n  - {e['field']}: {e['message']}" for e in exc.errors)
+    if isinstance(exc, Unauthenticated):
+        reason = exc.context.get("reason")
+        msg = (f"the API refused the credential ({reason}): {msg}" if reason != "missing" else
+               "no API key: export DATAWAVE_API_KEY=<key> (the first admin key is in "
+               "<data dir>/admin.key; create more with `datawave apikeys create`)")  # fmt: skip
     # Messages carry user input (names, brackets): never markup. No hard wrap: scripts grep it.
     err_console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
     return 2 if isinstance(exc, ValueError) else 1
@@ -46,7 +60,8 @@ def _api_client() -> Any | None:
     """The HTTP API recorded by `datawave up` (``api_url`` in the state file), if it answers."""
     from datawave.datasource.cli.core import read_state
 
-    url = (read_state(load_settings()) or {}).get("api_url")
+    settings = load_settings()
+    url = (read_state(settings) or {}).get("api_url")
     if not url:
         return None
     import httpx
@@ -56,9 +71,9 @@ def _api_client() -> Any | None:
             return None
     except httpx.HTTPError:
         return None
-    from datawave.datasource.serve.client import ApiFacade, HttpClient
+    from datawave.datasource.serve.client import ApiFacade, HttpClient, api_key_from
 
-    return ApiFacade(HttpClient(url))
+    return ApiFacade(HttpClient(url, api_key=api_key_from(os.environ, settings.data_dir)))
 
 
 def _client() -> Any:

@@ -60,6 +60,11 @@ class RaySettings(_Section):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(0, ge=0, le=65535)
     include_dashboard: bool = True
+    bind_host: str = Field(
+        "127.0.0.1",
+        description="Address `datawave up` binds Ray's GCS, raylet, workers and agents to; "
+        "loopback keeps the whole head local (see cluster/NETWORK.md)",
+    )
 
 
 class OwnerSettings(_Section):
@@ -134,6 +139,13 @@ class TlsSettings(_Section):
     client_ca_file: Path | None = Field(
         None, description="CA that signs client certificates (see `datawave certs`)"
     )
+    front_key_file: Path | None = Field(
+        None,
+        description="HMAC key of the mTLS front (serve/front.py); the API trusts forwarded "
+        "client certificates signed with it. `datawave up` sets data_dir/front.key",
+    )
+    front_host: str = Field("127.0.0.1", description="Where `datawave up`'s mTLS front listens")
+    front_port: int = Field(8443, ge=0, le=65535, description="mTLS front port; 0 picks one")
 
 
 class AuthSettings(_Section):
@@ -157,8 +169,18 @@ class SecretsSettings(_Section):
         "file", description="'file' (key_file), 'env' (kek_env) or a plugin name"
     )
     kek_env: str = "DATAWAVE_KEK"
+    previous_kek_env: str = Field(
+        "DATAWAVE_KEK_PREVIOUS", description="'env' provider: older KEKs, comma separated"
+    )
     previous_kek_files: list[Path] = Field(
         default_factory=list, description="Older KEKs still accepted while rotating"
+    )
+    keyring_dir: Path | None = Field(
+        None,
+        description="Where rotation keeps older, still accepted KEKs (default <key_file dir>/keyring)",
+    )
+    store_password_file: Path | None = Field(
+        None, description="Store password for actors without DATAWAVE_STORE_URL (never via Ray)"
     )
 
 
@@ -170,6 +192,10 @@ class NatsSettings(_Section):
     client_port: int = Field(0, ge=0, le=65535)
     leaf_port: int = Field(0, ge=0, le=65535)
     domain: str = "core"
+    leaf_tls: bool = Field(
+        True, description="Leaf listener requires TLS + a client certificate from <data_dir>/ca"
+    )
+    edge_cert_days: int = Field(90, ge=1, le=825, description="Lifetime of edge certificates")
 
 
 class EdgeSettings(_Section):

@@ -33,7 +33,7 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, count
 from pathlib import Path
@@ -733,7 +733,7 @@ class FilesConnector(Connector):
 
     # -- discover ---------------------------------------------------------------------------
 
-    async def discover(self) -> DiscoveryResult:
+    async def discover(self, *, known: Mapping[str, str] | None = None) -> DiscoveryResult:
         cfg, db = self.config, self.database
         if not cfg.filters.database(db):
             return DiscoveryResult(databases_complete=True)

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -441,7 +441,7 @@ class MySQLConnector(Connector):
 
     # -- discover --------------------------------------------------------------------------
 
-    async def discover(self) -> DiscoveryResult:
+    async def discover(self, *, known: Mapping[str, str] | None = None) -> DiscoveryResult:
         """Read every selected schema in a fixed number of queries.
 
         Raises:

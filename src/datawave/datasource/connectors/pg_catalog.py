@@ -7,20 +7,24 @@ per table.
 
 Functions that would run a sub-query per row (``obj_description`` and friends) are replaced by
 joins on ``pg_description``. Names come back raw (``name`` columns, never ``quote_ident``) so
-quoted, spaced and unicode identifiers survive exactly. :func:`build_tables` joins the rows of one
-database by relation oid into sorted :class:`TableInfo` records.
+quoted, spaced and unicode identifiers survive exactly. :func:`read_tables` joins the rows of one
+database by relation oid into sorted :class:`TableInfo` records, and signs each table's raw rows
+so that a rediscovery builds records only for the tables whose rows changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final
 
+import msgpack
 from pydantic import TypeAdapter
 
 from datawave.datasource.connectors.base import gc_paused
-from datawave.datasource.models import TableInfo, TableKind
+from datawave.datasource.models import TableInfo, TableKind, qualified_name
 
 __all__ = [
     "COLUMNS",
@@ -29,12 +33,16 @@ __all__ = [
     "DATABASE_QUERIES",
     "DATABASE_SIZE",
     "ENUMS",
+    "EXPORT_SNAPSHOT",
     "INDEXES",
     "RELATIONS",
     "SCHEMAS",
+    "SIGNATURE_VERSION",
     "STATISTICS",
+    "CatalogTables",
     "build_tables",
     "gc_paused",
+    "read_tables",
     "sample",
 ]
 
@@ -205,12 +213,22 @@ DATABASE_QUERIES: Final = (
 )
 
 
+#: Run by the main connection at the start of its transaction: the id of its snapshot, which a
+#: second connection imports (``SET TRANSACTION SNAPSHOT``) to read :data:`COLUMNS` in parallel
+#: as of the same instant. Not in :data:`DATABASE_QUERIES`: it reads no catalog.
+EXPORT_SNAPSHOT: Final = "SELECT pg_catalog.pg_export_snapshot()"
+
+
 def sample(sql: str, limit: int = 5) -> str:
     """``sql`` limited to a few rows: the connection test proves privileges, not volume."""
     return f"SELECT * FROM ({sql}) AS q LIMIT {int(limit)}"
 
 
 # -- rows to records ---------------------------------------------------------------------------
+
+#: Part of every signature: bump it whenever the way rows become records changes, so that the
+#: signatures stored by an older version stop matching and each table is rebuilt once.
+SIGNATURE_VERSION: Final = 1
 
 _FK_ACTIONS = {
     "a": "NO ACTION",
@@ -226,8 +244,11 @@ _KINDS = {
     "p": TableKind.PARTITIONED_TABLE,
     "f": TableKind.FOREIGN_TABLE,
 }
-_ORDINAL = itemgetter("ordinal")
-_NAME = itemgetter("name")
+_ATTNUM = itemgetter(1)  # column rows: (attrelid, attnum, ...)
+_ELEMENT = itemgetter(9)  # column rows: element type oid
+_SIGNED_COLUMN = itemgetter(1, 2, 3, 4, 5, 6, 7, 8, 10)  # all but attrelid and the type oid
+_TAIL = itemgetter(slice(1, None))  # constraint and index rows without the relation oid
+_ROW_NAME = itemgetter(1)  # constraint and index rows: (relid, name, ...)
 _TABLE_ORDER = itemgetter("schema", "name")
 
 # Records are assembled as plain dicts and validated in one call: pydantic-core then builds all
@@ -236,6 +257,83 @@ _TABLE_ORDER = itemgetter("schema", "name")
 _TABLES: TypeAdapter[list[TableInfo]] = TypeAdapter(list[TableInfo])
 
 Row = tuple[Any, ...]
+#: ``(row_estimate, size_bytes)``
+Stats = tuple[int | None, int | None]
+
+
+@dataclass(slots=True)
+class CatalogTables:
+    """What :func:`read_tables` made of one database's rows."""
+
+    #: Records of the tables that are new or whose signature changed, sorted by schema, name.
+    tables: list[TableInfo] = field(default_factory=list)
+    #: Qualified name -> signature, for every table in ``tables``.
+    signatures: dict[str, str] = field(default_factory=dict)
+    #: Qualified name -> fresh statistics of the tables whose signature was ``known``.
+    unchanged: dict[str, Stats] = field(default_factory=dict)
+
+
+def read_tables(
+    database: str,
+    relations: Iterable[Row],
+    columns: Iterable[Row],
+    enums: Iterable[Row],
+    constraints: Iterable[Row],
+    indexes: Iterable[Row],
+    statistics: Iterable[Row],
+    *,
+    table_filter: Callable[[str, str], bool],
+    known: Mapping[str, str] | None = None,
+) -> CatalogTables:
+    """Group the rows of one database by relation oid, sign each table, build what changed.
+
+    A table's signature is BLAKE2b over a canonical msgpack encoding of the raw rows its record
+    is built from: the relation row, its column rows in attnum order (with the labels of the
+    enum types they use), its constraint and index rows in name order; oids and statistics
+    left out. The record is a function of exactly these rows, so an equal signature means an
+    equal record: a table whose signature is in ``known`` is reported in ``unchanged`` with its
+    fresh statistics and never built. A rediscovery of an unchanged database builds nothing.
+
+    Args:
+        database: the database the rows come from.
+        relations, columns, enums, constraints, indexes, statistics: rows of the queries of the
+            same name, in their column order.
+        table_filter: ``(schema, table) -> keep``; rows of dropped tables are ignored.
+        known: qualified name -> signature stored by the previous discovery.
+    """
+    rels: dict[int, Row] = {}
+    for rel in relations:
+        if table_filter(rel[1], rel[2]):
+            rels[rel[0]] = rel
+    cols: dict[int, list[Row]] = {oid: [] for oid in rels}
+    for row in columns:
+        bucket = cols.get(row[0])
+        if bucket is not None:
+            bucket.append(row)
+    cons = _by_relation(constraints, rels)
+    idxs = _by_relation(indexes, rels)
+    stats = {row[0]: row for row in statistics}
+    labels: dict[int, list[str]] = dict(enums)
+
+    out = CatalogTables()
+    records: list[dict[str, Any]] = []
+    for oid, rel in rels.items():
+        table_cols = cols[oid]
+        table_cols.sort(key=_ATTNUM)
+        table_cons = sorted(cons.get(oid, ()), key=_ROW_NAME)
+        table_idxs = sorted(idxs.get(oid, ()), key=_ROW_NAME)
+        signature = _signature(rel, table_cols, table_cons, table_idxs, labels)
+        qname = qualified_name(database, rel[1], rel[2])
+        if known is not None and known.get(qname) == signature:
+            out.unchanged[qname] = _statistics(rel[3], stats.get(oid))
+            continue
+        out.signatures[qname] = signature
+        records.append(
+            _record(database, rel, table_cols, table_cons, table_idxs, labels, stats.get(oid))
+        )
+    records.sort(key=_TABLE_ORDER)
+    out.tables = _TABLES.validate_python(records)
+    return out
 
 
 def build_tables(
@@ -249,94 +347,102 @@ def build_tables(
     *,
     table_filter: Callable[[str, str], bool],
 ) -> list[TableInfo]:
-    """Join the rows of the catalog queries by relation oid into sorted :class:`TableInfo`.
+    """Every table of one database as sorted :class:`TableInfo` (:func:`read_tables`, all)."""
+    return read_tables(
+        database, relations, columns, enums, constraints, indexes, statistics,
+        table_filter=table_filter,
+    ).tables  # fmt: skip
 
-    Args:
-        database: the database the rows come from.
-        relations, columns, enums, constraints, indexes, statistics: rows of the queries of the
-            same name, in their column order.
-        table_filter: ``(schema, table) -> keep``; rows of dropped tables are ignored.
-    """
-    tables: dict[int, dict[str, Any]] = {}
-    for (
-        oid,
-        schema,
-        name,
-        relkind,
-        is_partition,
-        comment,
-        view,
-        partkey,
-        bound,
-        psch,
-        pname,
-    ) in relations:
-        if not table_filter(schema, name):
-            continue
-        kind = _KINDS[relkind]
-        if is_partition and relkind in ("r", "f"):
-            kind = TableKind.PARTITION
-        tables[oid] = {
-            "database": database,
-            "schema": schema,
-            "name": name,
-            "kind": kind,
-            "comment": comment,
-            "parent": f"{psch}.{pname}" if pname is not None else None,
-            "partition_key": partkey,
-            "partition_bound": bound,
-            "definition": view.strip() if view is not None else None,
-            "relkind": relkind,  # popped below
-        }
 
-    enum_labels: dict[int, list[str]] = dict(enums)
-    cols: dict[int, list[dict[str, Any]]] = {oid: [] for oid in tables}
-    attnames: dict[int, dict[int, str]] = {oid: {} for oid in tables}
-    for (
-        relid,
-        attnum,
-        name,
-        typ,
-        notnull,
-        expr,
-        generated,
-        identity,
-        is_array,
-        elem,
-        comment,
-    ) in columns:
-        bucket = cols.get(relid)
-        if bucket is None:
-            continue
-        attnames[relid][attnum] = name
-        col: dict[str, Any] = {"name": name, "ordinal": attnum, "data_type": typ}
+def _by_relation(rows: Iterable[Row], rels: Mapping[int, Row]) -> dict[int, list[Row]]:
+    out: dict[int, list[Row]] = {}
+    for row in rows:
+        if row[0] in rels:
+            out.setdefault(row[0], []).append(row)
+    return out
+
+
+def _signature(
+    rel: Row, cols: list[Row], cons: list[Row], idxs: list[Row], labels: Mapping[int, list[str]]
+) -> str:
+    """32 hex chars; the rows must already be in their canonical order."""
+    payload = (
+        SIGNATURE_VERSION,
+        rel[1:],  # without the oid: a dropped and re-created table signs the same
+        list(map(_SIGNED_COLUMN, cols)),  # attrelid and element type oid left out
+        list(map(labels.get, map(_ELEMENT, cols))),  # enum labels per column, or None
+        list(map(_TAIL, cons)),
+        list(map(_TAIL, idxs)),
+    )
+    return hashlib.blake2b(msgpack.packb(payload), digest_size=16).hexdigest()
+
+
+def _statistics(relkind: str, stat: Row | None) -> Stats:
+    if stat is None:
+        return None, None
+    _, tuples, size = stat
+    estimate = int(tuples) if tuples is not None and tuples >= 0 and relkind != "v" else None
+    return estimate, size
+
+
+def _record(
+    database: str,
+    rel: Row,
+    cols: list[Row],
+    cons: list[Row],
+    idxs: list[Row],
+    labels: Mapping[int, list[str]],
+    stat: Row | None,
+) -> dict[str, Any]:
+    """One table as the dict :data:`_TABLES` validates (only non-default keys set)."""
+    _, schema, name, relkind, is_partition, comment, view, partkey, bound, psch, pname = rel
+    kind = _KINDS[relkind]
+    if is_partition and relkind in ("r", "f"):
+        kind = TableKind.PARTITION
+    table: dict[str, Any] = {
+        "database": database,
+        "schema": schema,
+        "name": name,
+        "kind": kind,
+        "comment": comment,
+        "parent": f"{psch}.{pname}" if pname is not None else None,
+        "partition_key": partkey,
+        "partition_bound": bound,
+        "definition": view.strip() if view is not None else None,
+    }
+    attnames: dict[int, str] = {}
+    columns: list[dict[str, Any]] = []
+    append = columns.append
+    for _, attnum, cname, typ, notnull, expr, generated, identity, is_array, elem, note in cols:
+        attnames[attnum] = cname
+        col: dict[str, Any] = {"name": cname, "ordinal": attnum, "data_type": typ}
         if notnull:
             col["nullable"] = False
         if expr is not None:
             col["generated" if generated else "default"] = expr
-        if comment is not None:
-            col["comment"] = comment
+        if note is not None:
+            col["comment"] = note
         if identity:
             col["identity"] = True
         if is_array:
             col["is_array"] = True
-        labels = enum_labels.get(elem)
-        if labels is not None:
-            col["enum_values"] = labels
-        bucket.append(col)
+        enum = labels.get(elem)
+        if enum is not None:
+            col["enum_values"] = enum
+        append(col)
+    table["columns"] = columns
 
-    uniques: dict[int, list[dict[str, Any]]] = {}
-    fks: dict[int, list[dict[str, Any]]] = {}
-    for relid, name, contype, conkey, ref_schema, ref_table, ref_cols, upd, dele in constraints:
-        table = tables.get(relid)
-        if table is None:
-            continue
-        names = attnames[relid]
-        key = {"name": name, "columns": [names.get(n) or str(n) for n in conkey]}
+    uniques: list[dict[str, Any]] = []
+    fks: list[dict[str, Any]] = []
+    for _, kname, contype, conkey, ref_schema, ref_table, ref_cols, upd, dele in cons:
+        key: dict[str, Any] = {
+            "name": kname,
+            "columns": [attnames.get(n) or str(n) for n in conkey],
+        }
         if contype == "p":
             table["primary_key"] = key
         elif contype == "u":
-            uniques.setdefault(relid, []).append(key)
+            uniques.append(key)
         else:
             key["ref_database"] = database
             key["ref_schema"] = ref_schema
@@ -344,46 +450,37 @@ def build_tables(
             key["ref_columns"] = ref_cols or ()
             key["on_update"] = _FK_ACTIONS.get(upd)
             key["on_delete"] = _FK_ACTIONS.get(dele)
-            fks.setdefault(relid, []).append(key)
+            fks.append(key)
+    if uniques:
+        table["unique_constraints"] = uniques
+    if fks:
+        table["foreign_keys"] = fks
 
-    idx: dict[int, list[dict[str, Any]]] = {}
-    for relid, name, unique, primary, keys, exprs, predicate, method, definition in indexes:
-        if relid not in tables:
-            continue
-        names = attnames[relid]
-        if exprs is None:
-            key_cols = [names.get(n) or str(n) for n in keys]
-        else:  # attnum 0 marks an expression, deparsed per key position
-            key_cols = [exprs[i] if n == 0 else names.get(n) or str(n) for i, n in enumerate(keys)]
-        idx.setdefault(relid, []).append(
-            {
-                "name": name,
-                "columns": key_cols,
-                "unique": unique,
-                "primary": primary,
-                "predicate": predicate,
-                "method": method,
-                "definition": definition,
-            }
-        )
+    if idxs:
+        indexes: list[dict[str, Any]] = []
+        for _, iname, unique, primary, keys, exprs, predicate, method, definition in idxs:
+            if exprs is None:
+                key_cols = [attnames.get(n) or str(n) for n in keys]
+            else:  # attnum 0 marks an expression, deparsed per key position
+                key_cols = [
+                    exprs[i] if n == 0 else attnames.get(n) or str(n) for i, n in enumerate(keys)
+                ]
+            indexes.append(
+                {
+                    "name": iname,
+                    "columns": key_cols,
+                    "unique": unique,
+                    "primary": primary,
+                    "predicate": predicate,
+                    "method": method,
+                    "definition": definition,
+                }
+            )
+        table["indexes"] = indexes
 
-    for oid, tuples, size in statistics:
-        table = tables.get(oid)
-        if table is None:
-            continue
-        if tuples is not None and tuples >= 0 and table["relkind"] != "v":
-            table["row_estimate"] = int(tuples)
+    estimate, size = _statistics(relkind, stat)
+    if estimate is not None:
+        table["row_estimate"] = estimate
+    if size is not None:
         table["size_bytes"] = size
-
-    for oid, table in tables.items():
-        del table["relkind"]
-        table_cols = cols[oid]
-        table_cols.sort(key=_ORDINAL)
-        table["columns"] = table_cols
-        if oid in uniques:
-            table["unique_constraints"] = sorted(uniques[oid], key=_NAME)
-        if oid in fks:
-            table["foreign_keys"] = sorted(fks[oid], key=_NAME)
-        if oid in idx:
-            table["indexes"] = sorted(idx[oid], key=_NAME)
-    return _TABLES.validate_python(sorted(tables.values(), key=_TABLE_ORDER))
+    return table

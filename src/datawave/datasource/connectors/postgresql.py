@@ -6,9 +6,13 @@ under two bounds: ``connect_timeout`` for reaching and authenticating, ``stateme
 a caller past its budget. Driver errors become the :mod:`datawave.datasource.errors` tree in
 :meth:`PostgresConnector.translate`, the one boundary, with secrets redacted.
 
-Discovery opens one connection per database and reads it inside a single read-only,
-repeatable-read transaction so the queries of :data:`pg_catalog.DATABASE_QUERIES` see one
-snapshot; rows are grouped in Python by relation oid.
+Discovery reads each database inside read-only, repeatable-read transactions that see one
+snapshot: the main connection exports its snapshot (``pg_export_snapshot()``) and a second
+connection imports it (``SET TRANSACTION SNAPSHOT``) to read the largest catalog, the columns,
+while the main one reads the rest. Both see the catalog as of the same instant, so the listing
+stays consistent; when the second connection cannot be had (connection limit, no snapshot
+export on the server) the main one reads everything. Rows are grouped in Python by relation
+oid; tables whose signature the caller already holds are not rebuilt (``known``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -29,10 +33,17 @@ from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 import psycopg
+from psycopg import sql as pgsql
+from psycopg.abc import QueryNoTemplate as Query
 from pydantic import ConfigDict, Field, SecretStr
 
 from datawave.datasource.connectors import pg_catalog as sql
-from datawave.datasource.connectors.base import Connector, ConnectorConfig, run_blocking
+from datawave.datasource.connectors.base import (
+    Connector,
+    ConnectorConfig,
+    gc_paused,
+    run_blocking,
+)
 from datawave.datasource.connectors.network import NetworkConfig
 from datawave.datasource.connectors.steps import StepRunner
 from datawave.datasource.errors import (
@@ -129,14 +140,33 @@ class _Session:
         self.queries = 0
         self._close_requested = False
 
-    def fetch(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def fetch(self, query: Query, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self.lock:
             try:
                 self.queries += 1
-                return self.conn.execute(query, params).fetchall()
+                cursor = self.conn.execute(query, params)  # waits for the whole result
+                # Turning tens of thousands of rows into tuples (and their arrays into lists)
+                # would otherwise trigger a full collection of the process heap midway: CPU
+                # bound and short, unlike the wait above, so the collector is paused only here.
+                with gc_paused():
+                    return cursor.fetchall()
             finally:
                 if self._close_requested:
                     self.conn.close()
+
+    def run(self, statement: Query) -> None:
+        """A statement without a result (``SET ...``)."""
+        with self.lock:
+            try:
+                self.queries += 1
+                self.conn.execute(statement)
+            finally:
+                if self._close_requested:
+                    self.conn.close()
+
+    def rollback(self) -> None:
+        with self.lock:
+            self.conn.rollback()
 
     @property
     def usable(self) -> bool:
@@ -159,6 +189,8 @@ class _DatabaseScan:
     queries: int = 0
     schemas: list[SchemaInfo] = field(default_factory=list)
     tables: list[TableInfo] = field(default_factory=list)
+    signatures: dict[str, str] = field(default_factory=dict)
+    unchanged: dict[str, sql.Stats] = field(default_factory=dict)
     size_bytes: int | None = None
     schemas_complete: bool = False
     tables_complete: bool = False
@@ -349,8 +381,12 @@ class PostgresConnector(Connector):
 
     # -- discovery ---------------------------------------------------------------------------
 
-    async def discover(self) -> DiscoveryResult:
+    async def discover(self, *, known: Mapping[str, str] | None = None) -> DiscoveryResult:
         """Discover every selected database; one failing database does not stop the others.
+
+        Args:
+            known: qualified table name -> stored signature; matching tables are reported in
+                ``unchanged`` with fresh statistics instead of being rebuilt.
 
         Raises:
             ConnectorError: the first connection or the database listing failed.
@@ -376,6 +412,8 @@ class PostgresConnector(Connector):
         databases: list[DatabaseInfo] = []
         schemas: list[SchemaInfo] = []
         tables: list[TableInfo] = []
+        signatures: dict[str, str] = {}
+        unchanged: dict[str, sql.Stats] = {}
         complete_databases: set[str] = set()
         complete_schemas: set[tuple[str, str]] = set()
         per_database: dict[str, int] = {}
@@ -391,7 +429,7 @@ class PostgresConnector(Connector):
                 session = None
                 if name == cfg.database:
                     session, pending = pending, None
-                scan = await self._scan_within_deadline(name, session)
+                scan = await self._scan_within_deadline(name, session, known)
                 queries += scan.queries
                 per_database[name] = scan.queries
                 warnings.extend(scan.warnings)
@@ -419,6 +457,8 @@ class PostgresConnector(Connector):
                 if scan.tables_complete:
                     complete_schemas.update((name, s.name) for s in scan.schemas)
                     tables.extend(scan.tables)
+                    signatures.update(scan.signatures)
+                    unchanged.update(scan.unchanged)
         finally:
             if pending is not None:
                 await run_blocking(pending.close)
@@ -435,14 +475,20 @@ class PostgresConnector(Connector):
             queries_per_database=per_database,
             warnings=tuple(warnings),
             failures=tuple(failures),
+            signatures=signatures,
+            unchanged=unchanged,
         )
 
-    async def _scan_within_deadline(self, name: str, session: _Session | None) -> _DatabaseScan:
+    async def _scan_within_deadline(
+        self, name: str, session: _Session | None, known: Mapping[str, str] | None
+    ) -> _DatabaseScan:
         cfg = self.config
-        limit = cfg.connect_timeout_s + len(sql.DATABASE_QUERIES) * cfg.step_timeout_s + _SLACK_S
+        # Two connections, and the snapshot export / import statements on top of the queries.
+        steps = len(sql.DATABASE_QUERIES) + 2
+        limit = 2 * cfg.connect_timeout_s + steps * cfg.step_timeout_s + _SLACK_S
         try:
             return await asyncio.wait_for(
-                run_blocking(self._scan_database, name, session), timeout=limit
+                run_blocking(self._scan_database, name, session, known), timeout=limit
             )
         except TimeoutError:
             # The worker closes its own connection when (if) the driver returns.
@@ -452,18 +498,20 @@ class PostgresConnector(Connector):
             )
             return scan
 
-    def _scan_database(self, name: str, session: _Session | None) -> _DatabaseScan:
+    def _scan_database(
+        self, name: str, session: _Session | None, known: Mapping[str, str] | None
+    ) -> _DatabaseScan:
         """Blocking: connect if needed, run the fixed catalog queries, build the records."""
         scan = _DatabaseScan(name)
         try:
             if session is None:
                 session = self._open(name, autocommit=False)
-            self._read_catalog(session, scan)
+            self._read_catalog(session, scan, known)
         except Exception as exc:
             scan.error = self.translate(exc, database=name)
         finally:
             if session is not None:
-                scan.queries = session.queries
+                scan.queries += session.queries
                 session.close()
         return scan
 
@@ -478,35 +526,83 @@ class PostgresConnector(Connector):
         found.sort(key=_NAME)
         return found
 
-    def _read_catalog(self, session: _Session, scan: _DatabaseScan) -> None:
+    def _export_snapshot(self, session: _Session) -> str | None:
+        """The id of the main transaction's snapshot, or None: then one connection reads all."""
+        try:
+            return str(session.fetch(sql.EXPORT_SNAPSHOT)[0][0])
+        except psycopg.Error as exc:  # e.g. a server or proxy without snapshot export
+            logger.info(
+                "postgresql discovery of %r on one connection: snapshot export failed: %s",
+                session.database,
+                self.translate(exc, database=session.database).message,
+            )
+            session.rollback()  # the failed statement aborted the transaction
+            return None
+
+    def _read_catalog(
+        self, session: _Session, scan: _DatabaseScan, known: Mapping[str, str] | None
+    ) -> None:
+        cfg = self.config
+        db = session.database
+        snapshot = self._export_snapshot(session)
         scan.schemas = self._schemas(session)
         scan.schemas_complete = True
         params = {"schemas": [s.name for s in scan.schemas]}
-        relations = session.fetch(sql.RELATIONS, params)
-        columns = session.fetch(sql.COLUMNS, params)
-        enums = session.fetch(sql.ENUMS)
-        constraints = session.fetch(sql.CONSTRAINTS, params)
-        indexes = session.fetch(sql.INDEXES, params)
-        statistics: list[tuple[Any, ...]] = []
+        side: _SnapshotReader | None = None
+        if snapshot is not None:
+            side = _SnapshotReader(
+                partial(self._open, db, autocommit=False), snapshot, sql.COLUMNS, params
+            )
+            side.start()
         try:
-            statistics = session.fetch(sql.STATISTICS, params)
-            scan.size_bytes = session.fetch(sql.DATABASE_SIZE)[0][0]
-        except psycopg.Error as exc:
-            # Statistics are not structure: keep the tables, say what is missing. Nothing runs
-            # after this point in the (now aborted) transaction.
-            reason = self.translate(exc, database=session.database).message
-            scan.warnings.append(f"database {session.database!r}: statistics missing: {reason}")
+            relations = session.fetch(sql.RELATIONS, params)
+            enums = session.fetch(sql.ENUMS)
+            constraints = session.fetch(sql.CONSTRAINTS, params)
+            indexes = session.fetch(sql.INDEXES, params)
+            columns: list[tuple[Any, ...]] | None = None
+            # Before the statistics query, whose failure would end this transaction (and with
+            # it the exported snapshot): the second connection has imported it, or given up.
+            if side is None or not side.wait_imported(cfg.connect_timeout_s + _SLACK_S):
+                if side is not None:
+                    logger.info(
+                        "postgresql discovery of %r: second connection unavailable (%s); "
+                        "reading the columns on the first",
+                        db,
+                        self.translate(side.error, database=db).message
+                        if side.error is not None
+                        else "not ready in time",
+                    )
+                    scan.queries += side.abandon()
+                    side = None
+                columns = session.fetch(sql.COLUMNS, params)
+            statistics: list[tuple[Any, ...]] = []
+            try:
+                statistics = session.fetch(sql.STATISTICS, params)
+                scan.size_bytes = session.fetch(sql.DATABASE_SIZE)[0][0]
+            except psycopg.Error as exc:
+                # Statistics are not structure: keep the tables, say what is missing. Nothing
+                # runs after this point in the (now aborted) transaction.
+                reason = self.translate(exc, database=db).message
+                scan.warnings.append(f"database {db!r}: statistics missing: {reason}")
+            if columns is None:
+                assert side is not None
+                columns = side.result(cfg.step_timeout_s + _SLACK_S)
+        finally:
+            if side is not None:
+                scan.queries += side.abandon()
         with sql.gc_paused():
-            scan.tables = sql.build_tables(
-                session.database,
+            read = sql.read_tables(
+                db,
                 relations,
                 columns,
                 enums,
                 constraints,
                 indexes,
                 statistics,
-                table_filter=self.config.filters.table,
+                table_filter=cfg.filters.table,
+                known=known,
             )
+        scan.tables, scan.signatures, scan.unchanged = read.tables, read.signatures, read.unchanged
         scan.tables_complete = True
 
     # -- health ----------------------------------------------------------------------------
@@ -576,6 +672,83 @@ class PostgresConnector(Connector):
             session, self._health = self._health, None
         if session is not None:
             await run_blocking(session.close)
+
+
+class _SnapshotReader(threading.Thread):
+    """A second connection that imports the main transaction's snapshot and runs one query.
+
+    Runs in its own thread so the query overlaps those of the main connection. It closes its
+    own connection when it is done; :meth:`abandon` asks it to close as soon as its driver call
+    returns, for when the main connection stopped waiting.
+    """
+
+    def __init__(
+        self,
+        open_session: Callable[[], _Session],
+        snapshot: str,
+        query: str,
+        params: dict[str, Any],
+    ) -> None:
+        super().__init__(name="datawave-pg-snapshot-reader", daemon=True)
+        self._open_session = open_session
+        self._import = pgsql.SQL("SET TRANSACTION SNAPSHOT {}").format(pgsql.Literal(snapshot))
+        self._query = query
+        self._params = params
+        self._imported = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.session: _Session | None = None
+        self.rows: list[tuple[Any, ...]] | None = None
+        self.error: BaseException | None = None
+        self.reading = False
+
+    def run(self) -> None:
+        session = None
+        try:
+            session = self._open_session()
+            with self._lock:
+                self.session = session
+                if self._abandoned:
+                    return
+            session.run(self._import)
+            self.reading = True
+            self._imported.set()
+            self.rows = session.fetch(self._query, self._params)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._imported.set()
+            if session is not None:
+                session.close(wait_s=0)
+
+    def wait_imported(self, timeout: float) -> bool:
+        """True once the snapshot is imported; False if that failed or took too long."""
+        self._imported.wait(timeout)
+        return self.reading
+
+    def result(self, timeout: float) -> list[tuple[Any, ...]]:
+        """The rows; raises what the query raised, or a timeout."""
+        self.join(timeout)
+        if self.is_alive():
+            raise ConnectorTimeout(
+                f"the column catalog was not read within {timeout:g}s",
+                database=self.session.database if self.session else None,
+            )
+        if self.error is not None:
+            raise self.error
+        assert self.rows is not None
+        return self.rows
+
+    def abandon(self) -> int:
+        """Stop waiting for this reader; returns the statements it ran (for the count)."""
+        with self._lock:
+            self._abandoned = True
+            session = self.session
+        if session is None:
+            return 0
+        if self.is_alive():
+            session.close(wait_s=0)  # closed by the thread when its driver call returns
+        return session.queries
 
 
 _READ_STEPS = (

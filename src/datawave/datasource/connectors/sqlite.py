@@ -26,7 +26,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,7 +293,7 @@ class SQLiteConnector(Connector):
 
     # -- discover --------------------------------------------------------------------------
 
-    async def discover(self) -> DiscoveryResult:
+    async def discover(self, *, known: Mapping[str, str] | None = None) -> DiscoveryResult:
         """Read every schema of the file in a fixed number of queries.
 
         Raises:

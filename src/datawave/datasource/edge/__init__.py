@@ -1,7 +1,7 @@
 """The edge fleet: leaf NATS servers, one-command join tokens and the per-node LMDB cache.
 
 ``cache`` keeps a node's state (snapshots, health samples, the outbox, sync cursors) in LMDB,
-``tokens`` issues and redeems one-time join tokens, ``natsproc`` runs the real ``nats-server``
+``tokens`` issues and redeems one-time join tokens, ``tls`` makes the leaf link's certificates, ``natsproc`` runs the real ``nats-server``
 processes (the core hub and the edge leaves). ``agent`` runs on an edge node and ships results
 through its outbox; ``gateway`` applies them on the core; ``protocol`` is what travels between
 them, ``delta`` what a discovery ships; ``node`` is join / status / leave, ``hub`` the core's
@@ -18,6 +18,7 @@ from datawave.datasource.edge.natsproc import (
     LeafConfig,
     NatsServer,
     ServerState,
+    TlsFiles,
     edge_inbox_prefix,
     edge_permissions,
     edge_subject_prefix,
@@ -29,6 +30,7 @@ from datawave.datasource.edge.protocol import BadMessage
 from datawave.datasource.edge.sources import SourceBook
 from datawave.datasource.edge.tokens import (
     EdgeCredentials,
+    Enrollment,
     JoinToken,
     TokenIssuer,
     edge_user,
@@ -44,6 +46,7 @@ __all__ = [
     "EdgeCache",
     "EdgeCredentials",
     "EdgeGateway",
+    "Enrollment",
     "HubConfig",
     "JoinToken",
     "LeafConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "OutboxEntry",
     "ServerState",
     "SourceBook",
+    "TlsFiles",
     "TokenIssuer",
     "edge_inbox_prefix",
     "edge_permissions",

@@ -8,6 +8,10 @@ skips records at or below its per-node high-water mark, so a batch resent after 
 applied once. While the hub is unreachable the agent keeps working and the outbox grows; the
 sync loop backs off (0.2 s doubling to 2 s) and drains it when the link is back.
 
+Source secrets arrive sealed to this node's key (``sources.json`` holds them sealed too); the
+agent opens them only right before it connects (:meth:`EdgeAgent._open_config`) and queues a
+``credential.use`` record for each use, which the core appends to its audit log.
+
 An agent is an async context manager that owns its tasks (sync, heartbeat, optional health
 loop) and its NATS connection, like nats.py's ``Client``. Nothing here uses Ray: a "full" agent
 gets a ``discover_runner`` that ships the connector call to a local Ray cluster, injected by
@@ -17,6 +21,8 @@ the CLI (the only layer that may import Ray).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import os
@@ -33,7 +39,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from datawave.datasource.connectors import Connector, ConnectorRegistry
+from datawave.datasource.connectors import Connector, ConnectorRegistry, merge_secrets
 from datawave.datasource.edge.cache import EdgeCache
 from datawave.datasource.edge.delta import plan_delta
 from datawave.datasource.edge.natsproc import edge_inbox_prefix
@@ -55,6 +61,8 @@ from datawave.datasource.models import (
     StepStatus,
     TestReport,
 )
+from datawave.datasource.security.edgekeys import EdgeSealingKey
+from datawave.datasource.security.secrets import SecretResolver
 
 __all__ = ["AgentState", "DiscoverRunner", "EdgeAgent", "LinkState"]
 
@@ -112,6 +120,10 @@ class EdgeAgent:
         health_interval_s: Check every source this often; ``None`` only on command.
         discover_runner: Where connector discoveries run (see :data:`DiscoverRunner`).
         mode: ``"light"`` or ``"full"``; reported in heartbeats.
+        sealing_key: Opens the secrets the core sealed to this site (``None``: the node has
+            no key, and a source with secrets fails to connect, saying why).
+        resolver: Resolves secret references (``env:``, ``file:``, plugins) in this process,
+            right before connecting; ``None`` passes references through unresolved.
     """
 
     def __init__(
@@ -130,6 +142,8 @@ class EdgeAgent:
         discover_runner: DiscoverRunner | None = None,
         mode: str = "light",
         version: str = AGENT_VERSION,
+        sealing_key: EdgeSealingKey | None = None,
+        resolver: SecretResolver | None = None,
     ) -> None:
         self.site = site
         self.node = cache.node
@@ -144,6 +158,8 @@ class EdgeAgent:
         self.health_interval_s = health_interval_s
         self.mode = mode
         self.version = version
+        self._sealing_key = sealing_key
+        self._resolver = resolver
         self._discover_runner = discover_runner or self._discover_here
         self.state = AgentState.NEW
         self.link = LinkState.UNKNOWN
@@ -232,7 +248,7 @@ class EdgeAgent:
         """Test a source's connection here; the report is queued for the core as well."""
         src = self.sources.get(source_ref)
         try:
-            async with self._connector(src) as conn:
+            async with await self._connector(src, "test") as conn:
                 report = await conn.test_connection()
         except DatawaveError as exc:
             report = TestReport(
@@ -250,7 +266,7 @@ class EdgeAgent:
         for sid in self.sources.ids():
             src = self.sources.get(sid)
             try:
-                async with self._connector(src) as conn:
+                async with await self._connector(src, "health") as conn:
                     rep = await conn.check_health()
             except DatawaveError as exc:
                 rep = HealthReport(state=HealthState.DOWN, error=redact(str(exc)))
@@ -279,7 +295,8 @@ class EdgeAgent:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         try:
-            result = await self._discover_runner(src["type"], src["config"])
+            config = await self._open_config(src, "discover")
+            result = await self._discover_runner(src["type"], config)
         except (TimeoutError, DatawaveError, OSError) as exc:
             error = redact(str(exc) or type(exc).__name__)
             await self.enqueue([_record("discovery", sid, run_id=run_id, status=RunStatus.FAILED.value,
@@ -327,8 +344,42 @@ class EdgeAgent:
         self.cache.delete_many("snapshots", [_BASELINE + source_id])
 
     # Internals: connectors ----------------------------------------------------------------------
-    def _connector(self, src: Mapping[str, Any]) -> Connector:
-        return self.registry.create(src["type"], src["config"])
+    async def _connector(self, src: Mapping[str, Any], purpose: str) -> Connector:
+        return self.registry.create(src["type"], await self._open_config(src, purpose))
+
+    async def _open_config(self, src: Mapping[str, Any], purpose: str) -> dict[str, Any]:
+        """The source's full config: its secrets opened with this node's key, right now.
+
+        Each opening queues a ``credential.use`` record (``purpose``: test, discover, health)
+        for the core's audit log. Secret references resolve here, in the edge's environment.
+        The opened values live only in the returned dict.
+
+        Raises:
+            EdgeError: The secrets cannot be opened here (no key, another key, tampered), or
+                the core holds none this edge can open.
+        """
+        sealed = src.get("sealed")
+        if not sealed:
+            if src.get("secrets") == "unavailable":
+                raise EdgeError(
+                    f"the core holds the secrets of {src.get('name')} under its own key, not "
+                    "sealed to this edge: re-join the site or re-enter them on the core",
+                    source_id=src.get("id"),
+                )  # fmt: skip
+            return dict(src["config"])
+        if self._sealing_key is None:
+            raise EdgeError("this node has no sealing key: re-join the site to open secrets",
+                            source_id=src.get("id"))  # fmt: skip
+        try:
+            blob = base64.b64decode(str(sealed), validate=True)
+        except (ValueError, binascii.Error):
+            raise EdgeError("sealed secrets are not base64", source_id=src.get("id")) from None
+        plain = await asyncio.to_thread(self._sealing_key.open, blob,
+                                        context=str(src["id"]).encode())  # fmt: skip
+        secrets = msgpack.unpackb(plain)
+        await self.enqueue([_record("audit", src["id"], action="credential.use",
+                                    purpose=purpose)])  # fmt: skip
+        return merge_secrets(src["config"], secrets, resolver=self._resolver)
 
     async def _discover_here(self, type_: str, config: Mapping[str, Any]) -> DiscoveryResult:
         async with self.registry.create(type_, config) as conn:

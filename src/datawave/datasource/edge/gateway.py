@@ -3,8 +3,10 @@
 :class:`EdgeGateway` is a plain async class (the Ray actor in ``actors/gateway.py`` only
 hosts it). It connects to the hub as the core user and serves, for every site at once:
 
-- ``dw.edge.*.register``: redeems a join token (one-time, signed, unexpired) and adds the
-  node to the fleet registry;
+- ``dw.edge.*.register``: redeems a join token (one-time, signed, unexpired), records the
+  node's sealing key, signs its TLS certificate request and adds the node to the fleet
+  registry; every refusal is an ``edge.join`` audit entry with outcome ``denied``;
+- ``dw.edge.*.renew``: signs a new certificate for a registered node (``edge.cert.renew``);
 - ``dw.edge.*.sync``: applies outbox batches to the metadata store, skipping records at or
   below the node's high-water mark, and acks the highest sequence number it holds. Discovery
   records go through the same planning as a core discovery and emit the same
@@ -15,11 +17,17 @@ hosts it). It connects to the hub as the core user and serves, for every site at
 Every edge message is checked: its subject's site (enforced by the hub) must own the node and
 the sources it writes. Anything malformed is answered with an error, counted in
 ``counters["rejected"]``, and the gateway carries on.
+
+Source definitions go to the edge with their secrets as the store holds them: sealed to the
+site's key (:mod:`datawave.datasource.security.edgekeys`), which the gateway cannot open. The
+agent opens them right before connecting and reports each use; the gateway appends those to
+the audit log as ``credential.use`` by ``edge:<site>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -32,13 +40,14 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from datawave.datasource.connectors import merge_secrets
 from datawave.datasource.edge.delta import apply_delta
 from datawave.datasource.edge.protocol import BadMessage, decode, encode, site_of, subject, wildcard
 from datawave.datasource.edge.sources import sources_digest
+from datawave.datasource.edge.tls import CsrSigner
 from datawave.datasource.edge.tokens import TokenIssuer, parse_unverified
 from datawave.datasource.errors import DatawaveError, NotFound, TokenRejected, redact
 from datawave.datasource.models import Event, HealthReport, RunStatus, RunSummary, TestReport
+from datawave.datasource.security.edgekeys import PUBLIC_KEY_BYTES, is_edge_sealed
 from datawave.datasource.store import EdgeNode, MetadataStore
 
 __all__ = ["EdgeGateway"]
@@ -48,6 +57,8 @@ log = logging.getLogger(__name__)
 QUEUE = "datawave-gateway"
 #: Durable commands: stored until the edge acknowledges them.
 DURABLE_KINDS = frozenset({"sources.set", "discover", "health", "resync"})
+#: What an edge may append to the core's audit log through its outbox.
+EDGE_AUDIT_ACTIONS = frozenset({"credential.use"})
 
 
 class EdgeGateway:
@@ -63,6 +74,8 @@ class EdgeGateway:
         offline_after_s: A node silent this long is shown ``offline``.
         flush_s: Heartbeats are written in one transaction this often (the fleet view lags
             a heartbeat by at most this).
+        cert_signer: Signs an edge's certificate request at join and renewal (the hub's leaf
+            listener requires TLS); ``None``: the hub runs without leaf TLS.
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class EdgeGateway:
         offline_after_s: float = 5.0,
         command_timeout_s: float = 5.0,
         flush_s: float = 0.25,
+        cert_signer: CsrSigner | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -88,6 +102,7 @@ class EdgeGateway:
         self.offline_after_s = offline_after_s
         self.command_timeout_s = command_timeout_s
         self.flush_s = flush_s
+        self.cert_signer = cert_signer
         self.counters: dict[str, int] = {
             "applied": 0, "duplicates": 0, "rejected": 0, "batches": 0, "heartbeats": 0,
             "registered": 0, "refused": 0, "commands_sent": 0, "gaps": 0,
@@ -120,6 +135,7 @@ class EdgeGateway:
         )  # fmt: skip
         for kind, cb in (
             ("register", self._on_register),
+            ("renew", self._on_renew),
             ("sync", self._on_sync),
             ("heartbeat", self._on_heartbeat),
         ):
@@ -221,31 +237,100 @@ class EdgeGateway:
 
     # Handlers ---------------------------------------------------------------------------------
     async def _on_register(self, msg: Msg) -> None:
+        """Admit a node: check the request, sign its CSR, redeem its token (once), then record
+        its sealing key and put it in the fleet. Every refusal is audited (before the reply,
+        so whoever sees the refusal finds it in the log) as ``edge.join`` denied."""
+        site, node = "?", None
         try:
             site = site_of(msg.subject)
-            req = decode(msg.data, required=("token",))
+            req = decode(msg.data, required=("token", "seal_key"))
             token = str(req["token"])
+            node = str(req.get("node"))[:64] if req.get("node") else None
+            seal_key = req["seal_key"]
+            if not isinstance(seal_key, bytes) or len(seal_key) != PUBLIC_KEY_BYTES:
+                raise BadMessage("seal_key must be a 32-byte X25519 public key")
             if parse_unverified(token).site != site:
                 raise TokenRejected("join token rejected: it is for another site",
                                     reason="wrong site")  # fmt: skip
             if self.issuer is None:
                 raise TokenRejected("join token rejected: this core takes no joins",
                                     reason="joins disabled")  # fmt: skip
+            cert = None
+            if self.cert_signer is not None:  # a genuine token first, then the CSR, then redeem:
+                await asyncio.to_thread(self.issuer.verify, token)  # a bad CSR keeps the token
+                csr = req.get("csr")
+                if not isinstance(csr, bytes):
+                    raise BadMessage("csr missing: this hub requires TLS (upgrade the edge)")
+                cert = await asyncio.to_thread(self.cert_signer, site, csr)
+            elif req.get("csr") is not None:  # the edge expects a certificate it cannot get
+                raise BadMessage("this core signs no certificates (its hub has no leaf TLS)")
             creds = await asyncio.to_thread(self.issuer.redeem, token)
         except BadMessage as exc:
-            await self._reject(msg, exc.reason, exc.message)
+            await self._refuse_join(msg, site, node, exc.reason, exc.message, bad=True)
             return
         except TokenRejected as exc:
-            self.counters["refused"] += 1
-            await self._reply(msg, {"ok": False, "reason": exc.context.get("reason"),
-                                    "error": exc.message})  # fmt: skip
+            reason = str(exc.context.get("reason") or "refused")
+            await self._refuse_join(msg, site, node, reason, exc.message)
             return
-        await asyncio.to_thread(self.store.register_edge_node, creds.node, site)
+        except DatawaveError as exc:  # the CSR did not sign
+            await self._refuse_join(msg, site, node, "bad certificate request",
+                                    f"join refused: {exc.message}")  # fmt: skip
+            return
+        key = await asyncio.to_thread(self._admit, site, creds.node, seal_key)
         self._node_sites[creds.node] = site
         self.counters["registered"] += 1
         self._emit("edge.joined", data={"site": site, "node": creds.node})
-        await self._reply(msg, {"ok": True, "site": site, "node": creds.node})
+        await self._reply(msg, {"ok": True, "site": site, "node": creds.node, "cert": cert,
+                                "seal_key_id": key})  # fmt: skip
         await self._fleet_changed()
+
+    async def _refuse_join(
+        self, msg: Msg, site: str, node: str | None, reason: str, error: str, *, bad: bool = False
+    ) -> None:
+        log.warning("edge gateway: join for site %s refused: %s", site[:64], reason)
+        await asyncio.to_thread(self._audit, "edge.join", site, outcome="denied",
+                                detail={"reason": reason, "node": node})  # fmt: skip
+        if bad:
+            await self._reject(msg, reason, error)
+            return
+        self.counters["refused"] += 1
+        await self._reply(msg, {"ok": False, "reason": reason, "error": error})
+
+    def _admit(self, site: str, node: str, seal_key: bytes) -> str:
+        key = self.store.put_edge_key(site, seal_key)
+        self.store.register_edge_node(node, site)
+        moved = self.store.reseal_site_secrets(site)
+        if moved:
+            log.info("edge %s: sealed the secrets of %d source(s) to its key", site, moved)
+        self._audit("edge.join", site, detail={"node": node, "seal_key_id": key.key_id,
+                                               "resealed": moved})  # fmt: skip
+        return key.key_id
+
+    async def _on_renew(self, msg: Msg) -> None:
+        """Sign a new certificate for a node already in the fleet (its link proves the old)."""
+        site = "?"
+        try:
+            site = site_of(msg.subject)
+            req = decode(msg.data, required=("node", "csr"))
+            node = await self._node_of(site, req)
+            if self.cert_signer is None:
+                raise BadMessage("this hub has no leaf TLS: nothing to renew")
+            csr = req["csr"]
+            if not isinstance(csr, bytes):
+                raise BadMessage("csr must be bytes")
+            cert = await asyncio.to_thread(self.cert_signer, site, csr)
+        except BadMessage as exc:
+            await asyncio.to_thread(self._audit, "edge.cert.renew", site, outcome="denied",
+                                    detail={"reason": exc.reason})  # fmt: skip
+            await self._reject(msg, exc.reason, exc.message)
+            return
+        except DatawaveError as exc:
+            await asyncio.to_thread(self._audit, "edge.cert.renew", site, outcome="denied",
+                                    detail={"reason": "bad certificate request"})  # fmt: skip
+            await self._reply(msg, {"ok": False, "error": f"renewal refused: {exc.message}"})
+            return
+        await asyncio.to_thread(self._audit, "edge.cert.renew", site, detail={"node": node.node})
+        await self._reply(msg, {"ok": True, "cert": cert})
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """Buffer the heartbeat; :meth:`_flush_heartbeats` writes them in one transaction."""
@@ -376,6 +461,17 @@ class EdgeGateway:
             return
         if sid not in own:
             raise BadMessage("source not owned by this site")
+        if kind == "audit":
+            action = rec.get("action")
+            if action not in EDGE_AUDIT_ACTIONS:
+                raise BadMessage("audit action not allowed from an edge")
+            used = rec.get("at")
+            self._audit(str(action), site, source_id=sid, detail={
+                "purpose": str(rec.get("purpose"))[:32], "rid": rec.get("rid"),
+                "used_at": datetime.fromtimestamp(used, UTC).isoformat()
+                if isinstance(used, int | float) else None,
+            })  # fmt: skip
+            return
         if kind == "discovery":
             if self._apply_discovery(site, sid, rec):
                 resync.append(sid)
@@ -439,11 +535,19 @@ class EdgeGateway:
         return node
 
     def _site_sources(self, site: str) -> list[dict[str, Any]]:
+        """The site's source definitions: public config plus the secrets blob sealed to the
+        site's key, as stored (this process cannot open it)."""
         out = []
         for rec in self.store.list_sources(edge_site=site):
-            config = merge_secrets(rec.config, self.store.get_secrets(rec.id))
-            out.append({"id": rec.id, "name": rec.name, "type": rec.type, "config": config,
-                        "version": rec.version})  # fmt: skip
+            entry: dict[str, Any] = {"id": rec.id, "name": rec.name, "type": rec.type,
+                                     "config": rec.config, "version": rec.version}  # fmt: skip
+            blob = self.store.get_sealed_secrets(rec.id)
+            if is_edge_sealed(blob):
+                assert blob is not None
+                entry["sealed"] = base64.b64encode(blob).decode()
+            elif blob:  # still under the core's KEK: never sent in clear
+                entry["secrets"] = "unavailable"
+            out.append(entry)
         return out
 
     async def _site_digest(self, site: str) -> str:
@@ -489,6 +593,18 @@ class EdgeGateway:
             self.sink(event)
         except Exception:
             log.exception("edge gateway: event sink failed")
+
+    def _audit(
+        self, action: str, site: str, *, outcome: str = "ok", source_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Append to the audit log as ``edge:<site>``; a failing log never stops the link."""
+        try:
+            self.store.append_audit(action, principal=f"edge:{site[:64]}", outcome=outcome,
+                                    source_id=source_id, target=f"site:{site[:64]}",
+                                    detail=detail)  # fmt: skip
+        except Exception:
+            log.exception("edge gateway: cannot append %s to the audit log", action)
 
     def _count_reject(self, reason: str) -> None:
         self.counters["rejected"] += 1

@@ -8,18 +8,23 @@ started; its operator then adds edge users (see docs/edge.md).
 
 Files under ``<data_dir>/hub``: the rendered config and log, ``js/`` (JetStream),
 ``core.secret`` (the core user's password, 0600), ``join.key`` and ``joins.json`` (the token
-issuer's key and its record of issued and redeemed tokens).
+issuer's key and its record of issued and redeemed tokens), ``tls/`` (the leaf listener's
+certificate). With ``settings.nats.leaf_tls`` (the default) the CA in ``<data_dir>/ca`` (the
+one ``datawave certs`` manages; created here if missing) signs the hub's certificate, the
+enrollment certificates join tokens carry, and every edge's own certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +32,34 @@ import httpx
 
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.edge.gateway import EdgeGateway
-from datawave.datasource.edge.natsproc import HubConfig, NatsServer, render_config
-from datawave.datasource.edge.tokens import TokenIssuer
+from datawave.datasource.edge.natsproc import HubConfig, NatsServer, TlsFiles, render_config
+from datawave.datasource.edge.tls import (
+    CsrSigner,
+    ensure_hub_certificate,
+    issue_enrollment,
+    sign_edge_csr,
+)
+from datawave.datasource.edge.tokens import EdgeCredentials, TokenIssuer
 from datawave.datasource.errors import EdgeError
 from datawave.datasource.models import Event
-from datawave.datasource.store import AesGcmSealer, EdgeNode, MetadataStore, load_kek
+from datawave.datasource.security.certs import CertificateAuthority
+from datawave.datasource.store import EdgeNode, MetadataStore
 
 __all__ = [
     "build_gateway",
+    "ca_dir",
+    "create_token",
+    "csr_signer",
     "hub_dir",
     "issuer_for",
+    "leaf_tls",
     "reload_hub",
+    "restart_hub",
     "start_hub",
     "stop_hub",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def hub_dir(settings: DatawaveSettings) -> Path:
@@ -50,6 +69,55 @@ def hub_dir(settings: DatawaveSettings) -> Path:
 def issuer_for(settings: DatawaveSettings) -> TokenIssuer:
     root = hub_dir(settings)
     return TokenIssuer(root / "join.key", root / "joins.json")
+
+
+def ca_dir(settings: DatawaveSettings) -> Path:
+    """The core's CA (the one ``datawave certs`` manages)."""
+    return settings.data_dir / "ca"
+
+
+def _ca(settings: DatawaveSettings, *, create: bool = False) -> CertificateAuthority:
+    directory = ca_dir(settings)
+    if create and not (directory / "ca.pem").exists():
+        log.info("creating the core's CA in %s (leaf TLS)", directory)
+        return CertificateAuthority.init(directory)
+    return CertificateAuthority.load(directory)
+
+
+def leaf_tls(settings: DatawaveSettings) -> TlsFiles | None:
+    """The hub's leaf-listener TLS files (issued on first use), or None without leaf TLS."""
+    if not settings.nats.leaf_tls:
+        return None
+    hosts = {"127.0.0.1", "localhost"}
+    if settings.nats.host not in ("0.0.0.0", "::", ""):
+        hosts.add(settings.nats.host)
+    return ensure_hub_certificate(_ca(settings, create=True), hub_dir(settings) / "tls",
+                                  sorted(hosts))  # fmt: skip
+
+
+def create_token(
+    settings: DatawaveSettings, site: str, ttl_s: int, leaf_url: str, *,
+    tls: bool | None = None,
+) -> tuple[str, EdgeCredentials]:  # fmt: skip
+    """Mint a join token; with leaf TLS it carries the CA and an enrollment certificate.
+
+    Args:
+        tls: Whether the hub's leaf listener requires TLS; by default from the URL scheme.
+    """
+    with_tls = leaf_url.startswith("tls://") if tls is None else tls
+    enroll = partial(issue_enrollment, _ca(settings)) if with_tls else None
+    return issuer_for(settings).create(site, ttl_s, leaf_url, enrollment=enroll)
+
+
+def csr_signer(settings: DatawaveSettings) -> CsrSigner:
+    """Signs edges' certificate requests with the core's CA (``nats.edge_cert_days``)."""
+    ca = _ca(settings)
+    days = settings.nats.edge_cert_days
+
+    def sign(site: str, csr: bytes) -> bytes:
+        return sign_edge_csr(ca, csr, site, days=days)
+
+    return sign
 
 
 def _core_password(settings: DatawaveSettings) -> str:
@@ -68,6 +136,7 @@ def _hub_config(settings: DatawaveSettings, ports: dict[str, Any] | None = None)
     config = HubConfig.from_settings(
         settings.nats, store_dir=hub_dir(settings) / "js",
         core_password=_core_password(settings), edges=issuer_for(settings).hub_users(),
+        leaf_tls=leaf_tls(settings),
     )  # fmt: skip
     if ports:
         from dataclasses import replace
@@ -95,7 +164,26 @@ def start_hub(settings: DatawaveSettings) -> dict[str, Any]:
         "nats_client_port": config.client_port,
         "nats_leaf_port": config.leaf_port,
         "nats_http_port": config.http_port,
+        "nats_leaf_tls": config.leaf_tls is not None,
     }
+
+
+def restart_hub(settings: DatawaveSettings, state: dict[str, Any]) -> dict[str, Any]:
+    """Stop the embedded hub and start it again on the same ports with the current users:
+    what drops a revoked edge (a reload would keep its open leaf connection).
+
+    Returns:
+        The state-file keys of the new process.
+
+    Raises:
+        EdgeError: No embedded hub runs.
+    """
+    if not state.get("nats_pid"):
+        raise EdgeError("no embedded hub: remove the edge's user from your NATS deployment")
+    stop_hub(state)
+    server = NatsServer(_hub_config(settings, state), hub_dir(settings))
+    _run(server.start())
+    return {**state, "nats_pid": server.pid}
 
 
 def _run(coro: Any) -> Any:
@@ -170,17 +258,19 @@ def build_gateway(
     *,
     sink: Callable[[Event], None] | None = None,
     on_fleet_change: Callable[[list[EdgeNode]], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> EdgeGateway:
-    """The core's gateway for this deployment: what the Ray actor hosts."""
-    store = MetadataStore.open(
-        settings.resolved_store_url,
-        sealer=AesGcmSealer(load_kek(settings.resolved_key_file, create=settings.profile == "dev")),
-        migrate=False,
-    )
+    """The core's gateway for this deployment: what the Ray actor hosts.
+
+    ``environ`` is the hosting process's environment (an ``env`` key-encryption key).
+    """
+    store = MetadataStore.open(settings.resolved_store_url, migrate=False)
+    store.attach_keyring(settings, environ=environ or {})  # proven to open the stored secrets
     embedded = bool(state.get("nats_embedded", True)) and not settings.nats.url
     return EdgeGateway(
         store, issuer_for(settings), str(state["nats_url"]),
         user="core" if embedded else None,
         password=_core_password(settings) if embedded else None,
         sink=sink, on_fleet_change=on_fleet_change,
+        cert_signer=csr_signer(settings) if embedded and state.get("nats_leaf_tls") else None,
     )  # fmt: skip

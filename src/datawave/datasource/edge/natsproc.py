@@ -16,7 +16,17 @@ How an edge is confined (verified against nats-server 2.15)::
             subscribe: { allow: ["dw.edge.A.>", "_INBOX.edge.A.>"] } } }
       ]
     }
-    leafnodes { listen: "127.0.0.1:7422" }
+    leafnodes {
+      listen: "127.0.0.1:7422"
+      tls { cert_file: "hub.pem", key_file: "hub.key", ca_file: "ca.pem", verify: true }
+    }
+
+With ``tls`` (:attr:`HubConfig.leaf_tls`, what ``datawave up`` renders) a leaf must present a
+client certificate from the core's CA *and* log in with its user and password; a certificate
+from another CA, none at all, or an expired one fails the handshake before any login. Leaves
+dial ``tls://`` with their own certificate and verify the hub's against the same CA
+(:attr:`LeafConfig.tls`). Changing ``pinned_certs`` of a leaf listener is refused by a reload
+(nats-server 2.15), so certificates are not pinned: revocation removes the user instead.
 
 ``leafnodes.authorization.users`` takes no ``permissions`` (the server refuses the config), so
 edge users sit in the top-level block; ``allowed_connection_types`` keeps their passwords from
@@ -68,6 +78,7 @@ __all__ = [
     "LeafConfig",
     "NatsServer",
     "ServerState",
+    "TlsFiles",
     "edge_inbox_prefix",
     "edge_permissions",
     "edge_subject_prefix",
@@ -106,6 +117,16 @@ def edge_permissions(site: str) -> dict[str, dict[str, list[str]]]:
 
 # Configs ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of one side of the leaf link: its certificate and key, and the CA it trusts."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class HubConfig:
     """The core hub. Port 0 means "pick a free one at first start" (then kept across restarts).
 
@@ -113,6 +134,8 @@ class HubConfig:
         store_dir: JetStream storage.
         core_password: Password of ``core_user``, the account core services connect with.
         edges: Joined edges; each becomes a leaf-only user (:func:`edge_permissions`).
+        leaf_tls: Require TLS with a client certificate from ``leaf_tls.ca_file`` on the
+            leaf-node listener (``None``: plain TCP, for tests and external set-ups).
     """
 
     store_dir: Path
@@ -126,6 +149,7 @@ class HubConfig:
     leaf_port: int = 0
     http_port: int = 0
     server_name: str = "dw-core"
+    leaf_tls: TlsFiles | None = None
 
     @classmethod
     def from_settings(
@@ -135,12 +159,14 @@ class HubConfig:
         store_dir: Path,
         core_password: str,
         edges: Iterable[EdgeCredentials] = (),
+        leaf_tls: TlsFiles | None = None,
     ) -> HubConfig:
         """The hub ``datawave up`` starts: ``nats.host`` serves clients and leaf nodes."""
         return cls(
             store_dir=store_dir,
             core_password=core_password,
             edges=tuple(edges),
+            leaf_tls=leaf_tls,
             domain=nats.domain,
             host=nats.host,
             client_port=nats.client_port,
@@ -151,7 +177,10 @@ class HubConfig:
 
 @dataclass(frozen=True)
 class LeafConfig:
-    """An edge's local server, a leaf of the hub named in ``credentials.leaf_url``."""
+    """An edge's local server, a leaf of the hub named in ``credentials.leaf_url``.
+
+    ``tls``: the edge's client certificate and the CA that signed the hub's (``tls://`` URLs).
+    """
 
     credentials: EdgeCredentials
     store_dir: Path
@@ -159,6 +188,7 @@ class LeafConfig:
     client_port: int = 0
     http_port: int = 0
     reconnect_s: float = 1.0
+    tls: TlsFiles | None = None
 
     @property
     def site(self) -> str:
@@ -219,6 +249,7 @@ def render_config(config: HubConfig | LeafConfig) -> str:
             users="\n".join(users),
             leaf_host=config.leaf_host,
             leaf_port=config.leaf_port,
+            leaf_tls=_tls_block(config.leaf_tls, verify=True, indent=2),
         )
     validate_site(config.resolved_domain)
     return Template(template_text(LEAF_TEMPLATE)).substitute(
@@ -230,7 +261,21 @@ def render_config(config: HubConfig | LeafConfig) -> str:
         domain=_q(config.resolved_domain),
         reconnect=f"{config.reconnect_s:g}s",
         remote_url=_q(config.credentials.remote_url),
+        remote_tls=_tls_block(config.tls, verify=False, indent=6),
     )
+
+
+def _tls_block(tls: TlsFiles | None, *, verify: bool, indent: int) -> str:
+    """A ``tls { ... }`` block (empty without ``tls``); ``verify`` asks for client certs."""
+    if tls is None:
+        return ""
+    pad = " " * indent
+    lines = [f"cert_file: {_q(tls.cert_file)}", f"key_file: {_q(tls.key_file)}",
+             f"ca_file: {_q(tls.ca_file)}", f"timeout: {tls.timeout_s:g}"]  # fmt: skip
+    if verify:
+        lines.append("verify: true")
+    inner = "".join(f"{pad}  {line}\n" for line in lines)
+    return f"\n{pad}tls {{\n{inner}{pad}}}"
 
 
 # Process ----------------------------------------------------------------------------------------
@@ -333,7 +378,8 @@ class NatsServer:
         if not isinstance(self._config, HubConfig):
             raise EdgeError("only the hub accepts leaf connections")
         port = self._require_port(self._config.leaf_port)
-        return f"nats-leaf://{_connect_host(self._config.leaf_host)}:{port}"
+        scheme = "tls" if self._config.leaf_tls is not None else "nats-leaf"
+        return f"{scheme}://{_connect_host(self._config.leaf_host)}:{port}"
 
     @property
     def monitor_url(self) -> str:

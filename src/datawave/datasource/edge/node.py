@@ -4,20 +4,26 @@ A node's state directory holds::
 
     node.json       site, node id, hub credentials, leaf ports      (0600)
     sources.json    source definitions sent by the core             (0600, see sources.py)
+    keys/seal.key   the node's X25519 sealing key                   (0600, never leaves)
+    tls/            ca.pem, edge.pem, edge.key (0600, generated here, never leaves)
     nats/           the leaf nats-server's config, log and JetStream store
     cache/          the LMDB cache (snapshots, health, outbox, cursors)
     leaf.pid, agent.pid
 
-Join is all-or-nothing: the token is checked before anything is written; then the leaf
-server is started, its link to the hub awaited (bounded, with a status line while it waits),
-and the token redeemed by the core over that link. Any refusal or failure stops what was
-started and deletes what was created, then raises with the reason.
+Join is all-or-nothing: the token is checked before anything is written; then the node's
+sealing key is generated, the leaf server started (over TLS with the token's enrollment
+certificate when the hub requires it), its link to the hub awaited (bounded, with a status
+line while it waits), and the token redeemed by the core over that link, together with the
+sealing public key and a CSR for the node's own TLS key. The core's reply carries the signed
+certificate; the leaf restarts with it and the enrollment files are deleted. Any refusal or
+failure stops what was started and deletes what was created, then raises with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -25,19 +31,35 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import nats
 
 from datawave.datasource.edge.cache import EdgeCache
-from datawave.datasource.edge.natsproc import LeafConfig, NatsServer, edge_inbox_prefix
+from datawave.datasource.edge.natsproc import LeafConfig, NatsServer, TlsFiles, edge_inbox_prefix
 from datawave.datasource.edge.protocol import BadMessage, decode, encode, subject
+from datawave.datasource.edge.tls import (
+    accept_certificate,
+    certificate_not_after,
+    make_csr,
+    write_enrollment,
+)
 from datawave.datasource.edge.tokens import EdgeCredentials, parse_unverified
 from datawave.datasource.errors import EdgeError, TokenRejected
+from datawave.datasource.security.edgekeys import EdgeSealingKey
 
-__all__ = ["NodeFiles", "join", "leaf_server", "leave", "node_status", "read_node"]
+__all__ = [
+    "NodeFiles",
+    "join",
+    "leaf_server",
+    "leave",
+    "node_status",
+    "read_node",
+    "renew_certificate",
+    "sealing_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +83,27 @@ class NodeFiles:
     @property
     def sources_file(self) -> Path:
         return self.root / "sources.json"
+
+    @property
+    def seal_key(self) -> Path:
+        return self.root / "keys" / "seal.key"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The node's own certificate and key, and the core's CA."""
+        d = self.tls_dir
+        return TlsFiles(cert_file=d / "edge.pem", key_file=d / "edge.key", ca_file=d / "ca.pem")
+
+    @property
+    def enrollment_tls(self) -> TlsFiles:
+        """The token's enrollment pair: used only until the core signed the node's own."""
+        d = self.tls_dir
+        return TlsFiles(cert_file=d / "enroll.pem", key_file=d / "enroll.key",
+                        ca_file=d / "ca.pem")  # fmt: skip
 
     @property
     def leaf_pid(self) -> Path:
@@ -98,8 +141,18 @@ def leaf_server(root: Path | str, node: dict[str, Any] | None = None) -> NatsSer
     config = LeafConfig(
         _credentials(node), files.nats_dir / "js", client_port=int(node.get("client_port", 0)),
         http_port=int(node.get("http_port", 0)), reconnect_s=1.0,
+        tls=files.tls if node.get("tls") else None,
     )  # fmt: skip
     return NatsServer(config, files.nats_dir)
+
+
+def sealing_key(root: Path | str) -> EdgeSealingKey:
+    """The node's sealing key: what opens the secrets the core sealed to this site.
+
+    Raises:
+        EdgeError: The node has none (it joined before edge sealing: re-join).
+    """
+    return EdgeSealingKey.load(NodeFiles(Path(root)).seal_key)
 
 
 async def join(
@@ -130,29 +183,68 @@ async def join(
     created_root = not files.root.exists()
     files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     creds = parsed.credentials
-    leaf = NatsServer(LeafConfig(creds, files.nats_dir / "js", reconnect_s=1.0), files.nats_dir)
+    leaf = None
     try:
+        shutil.rmtree(files.tls_dir, ignore_errors=True)  # leftovers of an interrupted join
+        files.seal_key.unlink(missing_ok=True)
+        seal = EdgeSealingKey.load_or_create(files.seal_key)
+        request: dict[str, Any] = {"token": token, "node": creds.node,
+                                   "seal_key": seal.public_key}  # fmt: skip
+        tls = None
+        if parsed.enrollment is not None:
+            enroll = files.enrollment_tls
+            tls = write_enrollment(parsed.enrollment, ca_file=enroll.ca_file,
+                                   cert_file=enroll.cert_file, key_file=enroll.key_file)  # fmt: skip
+            request["csr"] = make_csr(files.tls.key_file, creds.site)
+        leaf = NatsServer(LeafConfig(creds, files.nats_dir / "js", reconnect_s=1.0, tls=tls),
+                          files.nats_dir)  # fmt: skip
         await leaf.start()
         _write_pid(files.leaf_pid, leaf.pid)
         await _wait_for_hub(leaf, creds.leaf_url, timeout_s, echo)
-        reply = await _register(leaf, creds.site, creds.node, token, timeout_s, echo)
+        reply = await _register(leaf, creds.site, request, timeout_s, echo)
         if not reply.get("ok"):
             reason = str(reply.get("reason") or "refused")
             raise TokenRejected(str(reply.get("error") or f"join refused: {reason}"), reason=reason)
+        if tls is not None:
+            leaf = await _switch_to_own_certificate(leaf, files, reply, timeout_s, echo)
         EdgeCache(files.cache_dir, node=creds.node).close()  # fixes the node id of the outbox
         config = leaf.config
         assert isinstance(config, LeafConfig)
         node = {
             **creds.to_dict(), "client_port": config.client_port, "http_port": config.http_port,
-            "joined_at": time.time(),
+            "joined_at": time.time(), "tls": tls is not None, "seal_key_id": seal.key_id,
         }  # fmt: skip
         _write_private(files.node_file, json.dumps(node, indent=1))
     except BaseException:
-        await leaf.stop(grace_s=5.0)
+        if leaf is not None:
+            await leaf.stop(grace_s=5.0)
         _rollback(files, created_root)
         raise
     echo(f"joined edge site {creds.site} as node {creds.node}")
     return {k: v for k, v in node.items() if k != "password"}
+
+
+async def _switch_to_own_certificate(
+    leaf: NatsServer, files: NodeFiles, reply: dict[str, Any], timeout_s: float,
+    echo: Callable[[str], None],
+) -> NatsServer:  # fmt: skip
+    """Install the certificate the core signed for our key and restart the leaf with it; the
+    enrollment pair (whose key came in the token) is deleted and never used again."""
+    cert = reply.get("cert")
+    if not isinstance(cert, bytes):
+        raise EdgeError("the core accepted the join but signed no certificate for this edge")
+    own = files.tls
+    accept_certificate(cert, own.key_file, own.ca_file, own.cert_file)
+    config = leaf.config
+    assert isinstance(config, LeafConfig)
+    await leaf.stop(grace_s=5.0)
+    for path in (files.enrollment_tls.cert_file, files.enrollment_tls.key_file):
+        path.unlink(missing_ok=True)
+    leaf = NatsServer(replace(config, tls=own), files.nats_dir)
+    await leaf.start()
+    _write_pid(files.leaf_pid, leaf.pid)
+    await _wait_for_hub(leaf, config.credentials.leaf_url, timeout_s, echo)
+    return leaf
 
 
 async def _wait_for_hub(
@@ -164,7 +256,11 @@ async def _wait_for_hub(
         with contextlib.suppress(Exception):
             if await leaf.leaf_names():
                 return
-        if "authorization violation" in leaf.log_path.read_text(errors="replace").lower():
+        text = leaf.log_path.read_text(errors="replace")
+        if "x509:" in text:  # the edge does not trust the hub's certificate
+            detail = text[text.index("x509:") :].splitlines()[0][:200]
+            raise EdgeError(f"TLS with the hub at {hub} failed: {detail}", url=hub)
+        if "authorization violation" in text.lower():
             raise TokenRejected(
                 "join refused: the hub does not accept this edge's credentials "
                 "(the token was forged, revoked or re-issued)", reason="hub refused credentials",
@@ -179,7 +275,7 @@ async def _wait_for_hub(
 
 
 async def _register(
-    leaf: NatsServer, site: str, node: str, token: str, timeout_s: float,
+    leaf: NatsServer, site: str, request: dict[str, Any], timeout_s: float,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
     nc = await nats.connect(
@@ -187,7 +283,7 @@ async def _register(
     )
     try:
         deadline = time.monotonic() + timeout_s
-        data = encode({"token": token, "node": node})
+        data = encode(request)
         while True:
             try:
                 msg = await nc.request(subject(site, "register"), data, timeout=5.0)
@@ -204,11 +300,65 @@ async def _register(
         await nc.close()
 
 
+async def renew_certificate(
+    root: Path | str, *, restart_leaf: bool = True, timeout_s: float = 30.0
+) -> dt.datetime:
+    """Get a new certificate for a new key of this node, over the current link.
+
+    The new key is generated here; the core signs its CSR if the node is still in its fleet.
+    The pair replaces the old one only once the certificate checks out, then the leaf server is
+    stopped so it dials with the new pair: started again here with ``restart_leaf``, or by its
+    supervisor (systemd's ``Restart=always``) without.
+
+    Returns:
+        When the new certificate expires.
+
+    Raises:
+        EdgeError: No TLS on this node's link, no answer, or the core refused.
+    """
+    files = NodeFiles(Path(root))
+    node = read_node(files.root)
+    if not node.get("tls"):
+        raise EdgeError("this node's link to the hub has no TLS: there is no certificate to renew")
+    own = files.tls
+    new_key = own.key_file.with_name("edge.key.new")
+    new_cert = own.cert_file.with_name("edge.pem.new")
+    new_key.unlink(missing_ok=True)
+    csr = await asyncio.to_thread(make_csr, new_key, node["site"])
+    site = node["site"]
+    nc = await nats.connect(f"nats://127.0.0.1:{node['client_port']}",
+                            inbox_prefix=edge_inbox_prefix(site), connect_timeout=5)  # fmt: skip
+    try:
+        msg = await nc.request(subject(site, "renew"), encode({"node": node["node"], "csr": csr}),
+                               timeout=timeout_s)  # fmt: skip
+        reply = decode(msg.data, required=("ok",))
+    except (nats.errors.Error, BadMessage) as exc:
+        new_key.unlink(missing_ok=True)
+        raise EdgeError(f"certificate renewal got no valid answer from the core: {exc}") from exc
+    finally:
+        await nc.close()
+    if not reply["ok"] or not isinstance(reply.get("cert"), bytes):
+        new_key.unlink(missing_ok=True)
+        raise EdgeError(str(reply.get("error") or "the core refused to renew the certificate"))
+    accept_certificate(reply["cert"], new_key, own.ca_file, new_cert)
+    os.replace(new_key, own.key_file)
+    os.replace(new_cert, own.cert_file)
+    not_after = certificate_not_after(own.cert_file)
+    assert not_after is not None
+    await asyncio.to_thread(_terminate, files.leaf_pid)
+    if restart_leaf:
+        leaf = leaf_server(files.root, node)
+        await leaf.start()
+        _write_pid(files.leaf_pid, leaf.pid)
+    log.info("edge %s: renewed the leaf certificate, valid until %s", site, not_after)
+    return not_after
+
+
 def _rollback(files: NodeFiles, created_root: bool) -> None:
     if created_root:
         shutil.rmtree(files.root, ignore_errors=True)
         return
-    for path in (files.nats_dir, files.cache_dir):
+    for path in (files.nats_dir, files.cache_dir, files.tls_dir, files.seal_key.parent):
         shutil.rmtree(path, ignore_errors=True)
     for path in (files.node_file, files.leaf_pid, files.sources_file):
         path.unlink(missing_ok=True)
@@ -290,7 +440,11 @@ async def node_status(root: Path | str) -> dict[str, Any]:
         "site": node["site"], "node": node["node"], "hub": node["leaf_url"],
         "leaf_pid": _pid(files.leaf_pid), "agent_pid": _pid(files.agent_pid), "link": link,
         "local_url": f"nats://127.0.0.1:{node.get('client_port')}",
+        "tls": bool(node.get("tls")), "seal_key_id": node.get("seal_key_id"),
     }  # fmt: skip
+    if node.get("tls"):
+        not_after = certificate_not_after(files.tls.cert_file)
+        out["cert_expires_at"] = not_after.isoformat() if not_after else None
     if files.cache_dir.exists():
 
         def read_cache() -> dict[str, Any]:

@@ -7,7 +7,8 @@ edge can publish only under its own site. Payload fields are still checked again
 =========================  =========================  ======================================
 subject                    direction, pattern         payload
 =========================  =========================  ======================================
-``.register``              edge → core, request       ``{token, node, version}``
+``.register``              edge → core, request       ``{token, node, seal_key, csr}``
+``.renew``                 edge → core, request       ``{node, csr}`` → ``{ok, cert}``
 ``.sync``                  edge → core, request       ``{node, epoch, records: [...]}``
 ``.heartbeat``             edge → core, publish       ``{node, version, load, queue_depth, ...}``
 ``.cmd``                   core → edge, request       ``{id, kind, args}``
@@ -38,7 +39,7 @@ __all__ = [
 
 #: Larger messages are refused unread (nats-server's own default max_payload is 1 MiB).
 MAX_MESSAGE_BYTES: Final = 1 << 20
-KINDS: Final = frozenset({"register", "sync", "heartbeat", "cmd"})
+KINDS: Final = frozenset({"register", "renew", "sync", "heartbeat", "cmd"})
 
 
 class BadMessage(EdgeError):

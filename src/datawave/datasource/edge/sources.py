@@ -1,7 +1,9 @@
 """The sources an edge runs, as the core last sent them (``sources.set`` command).
 
-They hold connection secrets, so they live in a 0600 JSON file next to the cache, never in
-the LMDB cache (whose contents are metadata, shipped and shown). The digest is computed the
+Their secrets arrive sealed to this node's key (``sealed``, base64; see
+:mod:`datawave.datasource.security.edgekeys`) and stay sealed here: the agent opens them only
+right before it connects. The file is still private (0600) and lives next to the cache, never
+in the LMDB cache (whose contents are metadata, shipped and shown). The digest is computed the
 same way on both sides from ``(id, version)`` pairs; the edge reports it in every heartbeat
 and the core resends the definitions when it differs (a config change or credential rotation
 bumps the version).
@@ -62,13 +64,17 @@ class SourceBook:
         for s in sources:
             if not isinstance(s, Mapping) or not {"id", "type", "config"} <= set(s):
                 raise EdgeError("a source definition needs id, type and config")
-            new[str(s["id"])] = {
+            entry = {
                 "id": str(s["id"]),
                 "name": str(s.get("name", s["id"])),
                 "type": str(s["type"]),
                 "config": dict(s["config"]),
                 "version": int(s.get("version", 1)),
             }
+            for opt in ("sealed", "secrets"):  # sealed blob, or why there is none
+                if isinstance(s.get(opt), str):
+                    entry[opt] = s[opt]
+            new[str(s["id"])] = entry
         self._write({"sources": list(new.values())})
         self._sources = new
 

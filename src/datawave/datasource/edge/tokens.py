@@ -6,7 +6,11 @@ JSON::
     {"v": 1, "site": "A", "node": "9f1c...", "url": "nats-leaf://hub:7422", "user": "edge-A",
      "pw": "<random>", "iat": 1732560000, "exp": 1732563600, "nonce": "<random>"}
 
-and ``mac`` is HMAC-SHA256 over ``dw1.<payload>`` with the core's secret key. Only the core can
+and ``mac`` is HMAC-SHA256 over ``dw1.<payload>`` with the core's secret key. When the hub's
+leaf listener requires TLS, the payload also carries ``"tls": {"ca", "cert", "key"}`` (DER,
+base64url): the core's CA certificate and a client certificate + key for the site that expire
+with the token, which the edge uses only until the core has signed its own certificate (see
+:mod:`~datawave.datasource.edge.tls`). Only the core can
 verify a token; the edge reads it with :func:`parse_unverified`, which still refuses a malformed
 or expired token before anything is written on the edge.
 
@@ -15,8 +19,8 @@ so a tampered ``exp`` reads as "signature invalid", then expiry, then the nonce 
 store of used nonces. A redeemed edge is remembered in the same store, which is what the hub's
 leaf-node users are rendered from.
 
-A token is a bearer secret: it carries the edge's password. Neither the token nor the password
-is ever logged, put in an error, or shown by ``repr``.
+A token is a bearer secret: it carries the edge's password (and the enrollment key). Neither
+the token nor what it carries is ever logged, put in an error, or shown by ``repr``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from datawave.datasource.errors import ConfigError, EdgeError, TokenRejected
 
 __all__ = [
     "EdgeCredentials",
+    "Enrollment",
     "JoinToken",
     "TokenIssuer",
     "edge_user",
@@ -112,6 +117,19 @@ class EdgeCredentials:
 
 
 @dataclass(frozen=True)
+class Enrollment:
+    """The TLS material a token carries (DER): the CA that signs the hub and the edges, and a
+    client certificate for the site valid until the token expires. ``key_der`` never shows."""
+
+    ca_der: bytes
+    cert_der: bytes
+    key_der: bytes = field(repr=False)
+
+    def to_payload(self) -> dict[str, str]:
+        return {"ca": _b64(self.ca_der), "cert": _b64(self.cert_der), "key": _b64(self.key_der)}
+
+
+@dataclass(frozen=True)
 class JoinToken:
     """A decoded token. Fields are trustworthy only after :meth:`TokenIssuer.redeem`."""
 
@@ -120,6 +138,7 @@ class JoinToken:
     issued_at: int
     expires_at: int
     nonce: str
+    enrollment: Enrollment | None = None
 
     @property
     def site(self) -> str:
@@ -168,7 +187,13 @@ class TokenIssuer:
         self._key = _load_or_create_key(self.secret_key_path)
 
     def create(
-        self, site: str, ttl_s: int, leaf_url: str, *, node: str | None = None
+        self,
+        site: str,
+        ttl_s: int,
+        leaf_url: str,
+        *,
+        node: str | None = None,
+        enrollment: Callable[[str, int], Enrollment] | None = None,
     ) -> tuple[str, EdgeCredentials]:
         """Mint a one-time token for ``site``.
 
@@ -177,6 +202,8 @@ class TokenIssuer:
             ttl_s: Seconds until the token expires (1 to 30 days' worth).
             leaf_url: The hub's leaf-node URL as the edge will dial it, without credentials.
             node: The edge's node id; a random one by default.
+            enrollment: ``(site, expires_at) -> Enrollment`` for a hub whose leaf listener
+                requires client certificates; the token then carries it.
 
         Returns:
             The token string and the credentials it carries.
@@ -210,6 +237,8 @@ class TokenIssuer:
             "exp": now + int(ttl_s),
             "nonce": secrets.token_hex(16),
         }
+        if enrollment is not None:
+            payload["tls"] = enrollment(site, now + int(ttl_s)).to_payload()
         body = f"{TOKEN_PREFIX}.{_b64(json.dumps(payload, separators=(',', ':')).encode())}"
         token = f"{body}.{_b64(self._mac(body))}"
         with self._locked_store() as store:
@@ -220,6 +249,18 @@ class TokenIssuer:
         log.info("issued join token for site %s node %s, valid %ds", site, node, ttl_s)
         return token, creds
 
+    def verify(self, token: str) -> JoinToken:
+        """Check a token as :meth:`redeem` would, without using it up: what the gateway does
+        before it signs anything for the edge presenting it.
+
+        Raises:
+            TokenRejected: As :meth:`redeem`.
+        """
+        parsed = self._authentic(token)
+        if parsed.nonce in self._read_store()["used"]:
+            raise _rejected("already used", "join tokens are single-use", site=parsed.site)
+        return parsed
+
     def redeem(self, token: str) -> EdgeCredentials:
         """Verify a token and mark it used; the edge becomes one of :meth:`edges`.
 
@@ -227,11 +268,8 @@ class TokenIssuer:
             TokenRejected: ``reason`` is ``"malformed"``, ``"signature invalid"``,
                 ``"expired"`` or ``"already used"``.
         """
-        body, mac, parsed = _split(token)
-        if not hmac.compare_digest(_b64(self._mac(body)), mac):
-            raise _rejected("signature invalid", "it was not issued by this core or was altered")
+        parsed = self._authentic(token)
         now = self._clock()
-        _check_expiry(parsed, now)
         creds = parsed.credentials
         with self._locked_store() as store:
             if parsed.nonce in store["used"]:
@@ -292,6 +330,14 @@ class TokenIssuer:
         return found
 
     # Internals --------------------------------------------------------------------------------
+    def _authentic(self, token: str) -> JoinToken:
+        """The token, if it is well formed, issued by this core, unaltered and unexpired."""
+        body, mac, parsed = _split(token)
+        if not hmac.compare_digest(_b64(self._mac(body)), mac):
+            raise _rejected("signature invalid", "it was not issued by this core or was altered")
+        _check_expiry(parsed, self._clock())
+        return parsed
+
     def _mac(self, body: str) -> bytes:
         return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
 
@@ -376,6 +422,17 @@ def _decode(p: Any) -> JoinToken:
     if p["exp"] <= p["iat"]:
         raise bad("expires before it was issued")
     _check_leaf_url(p["url"], error=bad)
+    enrollment = None
+    if p.get("tls") is not None:
+        tls = p["tls"]
+        if not isinstance(tls, dict) or not all(isinstance(tls.get(k), str) for k in
+                                                ("ca", "cert", "key")):  # fmt: skip
+            raise bad("field 'tls' must hold ca, cert and key")
+        try:
+            enrollment = Enrollment(ca_der=_unb64(tls["ca"]), cert_der=_unb64(tls["cert"]),
+                                    key_der=_unb64(tls["key"]))  # fmt: skip
+        except (ValueError, binascii.Error):
+            raise bad("field 'tls' is not base64url") from None
     return JoinToken(
         version=p["v"],
         credentials=EdgeCredentials(
@@ -384,6 +441,7 @@ def _decode(p: Any) -> JoinToken:
         issued_at=p["iat"],
         expires_at=p["exp"],
         nonce=p["nonce"],
+        enrollment=enrollment,
     )
 
 

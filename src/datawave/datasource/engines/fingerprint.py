@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from operator import attrgetter
 
 import msgpack
 
 from datawave.datasource.models import TableInfo
 
 __all__ = ["fingerprint", "snapshot_fingerprint"]
+
+
+#: A column's structural fields, read in one C call. msgpack encodes tuples and lists alike,
+#: so tuples are packed as they are, without copying them into lists.
+_COLUMN_FIELDS = attrgetter(
+    "name", "ordinal", "data_type", "nullable", "default", "comment", "generated", "identity",
+    "enum_values", "is_array",
+)  # fmt: skip
 
 
 def _canonical(t: TableInfo) -> tuple[object, ...]:
@@ -24,39 +33,23 @@ def _canonical(t: TableInfo) -> tuple[object, ...]:
         t.partition_key,
         t.partition_bound,
         t.definition,
-        [
-            (
-                c.name,
-                c.ordinal,
-                c.data_type,
-                c.nullable,
-                c.default,
-                c.comment,
-                c.generated,
-                c.identity,
-                list(c.enum_values) if c.enum_values is not None else None,
-                c.is_array,
-            )
-            for c in t.columns
-        ],
-        (t.primary_key.name, list(t.primary_key.columns)) if t.primary_key else None,
-        sorted((u.name or "", list(u.columns)) for u in t.unique_constraints),
+        list(map(_COLUMN_FIELDS, t.columns)),
+        (t.primary_key.name, t.primary_key.columns) if t.primary_key else None,
+        sorted((u.name or "", u.columns) for u in t.unique_constraints),
         sorted(
             (
                 f.name or "",
-                list(f.columns),
+                f.columns,
                 f.ref_database,
                 f.ref_schema,
                 f.ref_table,
-                list(f.ref_columns),
+                f.ref_columns,
                 f.on_update,
                 f.on_delete,
             )
             for f in t.foreign_keys
         ),
-        sorted(
-            (i.name, list(i.columns), i.unique, i.primary, i.predicate, i.method) for i in t.indexes
-        ),
+        sorted((i.name, i.columns, i.unique, i.primary, i.predicate, i.method) for i in t.indexes),
         sorted((t.properties or {}).items()),
     )
 

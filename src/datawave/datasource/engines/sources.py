@@ -18,9 +18,14 @@ from datawave.datasource.connectors import (
 from datawave.datasource.connectors.base import validation_errors
 from datawave.datasource.errors import ValidationFailed
 from datawave.datasource.models import SourceRecord, SourceSpec
+from datawave.datasource.security.edgekeys import is_edge_sealed
+from datawave.datasource.security.secrets import SecretResolver
 from datawave.datasource.store import MetadataStore
 
 __all__ = ["SourceService", "jump_hash", "shard_for"]
+
+#: Stands in for a secret sealed to an edge while a patch is validated; never stored.
+_SEALED = "<sealed to the edge>"
 
 
 def jump_hash(key: int, buckets: int) -> int:
@@ -39,10 +44,24 @@ def shard_for(source_id: str, shards: int) -> int:
 
 
 class SourceService:
-    def __init__(self, store: MetadataStore, registry: ConnectorRegistry, *, shards: int) -> None:
+    """Registers, updates and connects sources.
+
+    ``resolver`` resolves secret references (``env:``, ``file:``, plugins); only the owner of
+    the sources passes one, so only it turns references into values, right before connecting.
+    """
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        registry: ConnectorRegistry,
+        *,
+        shards: int,
+        resolver: SecretResolver | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.shards = shards
+        self.resolver = resolver
 
     @staticmethod
     def parse_spec(spec: SourceSpec | Mapping[str, Any]) -> SourceSpec:
@@ -66,6 +85,7 @@ class SourceService:
         spec = self.parse_spec(spec)
         config = self.registry.validate(spec.type, spec.config)
         public, secrets = split_secrets(config)
+        self._check_references(secrets, spec.edge_site)
         sid = source_id or self.new_id()
         return self.store.create_source(
             id=sid, name=spec.name, type=spec.type, config=public, secrets=secrets,
@@ -97,16 +117,56 @@ class SourceService:
                      "labels": changes.get("labels", rec.labels)}  # fmt: skip
             self.parse_spec(probe)
         config = secrets = None
-        if "config" in patch:
-            full = merge_secrets(rec.config, self.store.get_secrets(rec.id))
-            full.update(patch["config"] or {})
-            validated = self.registry.validate(rec.type, full)
-            config, secrets = split_secrets(validated)
+        moving = "edge_site" in changes and changes["edge_site"] != rec.edge_site
+        if "config" in patch or (moving and rec.secret_fields):
+            config, secrets = self._patched_config(rec, patch.get("config") or {}, moving)
+        if secrets:
+            self._check_references(secrets, changes.get("edge_site", rec.edge_site))
         return self.store.update_source(
             rec.id, expected_version=expected_version, config=config, secrets=secrets, **changes
         )
 
+    def _patched_config(
+        self, rec: SourceRecord, given: Mapping[str, Any], moving: bool
+    ) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """The validated (public config, secrets) after a patch; secrets ``None`` = unchanged.
+
+        Secrets sealed to an edge cannot be read back here: a patch that changes one of them,
+        or moves the source to another site, must give all of them again.
+        """
+        sealed = is_edge_sealed(self.store.get_sealed_secrets(rec.id))
+        stored = (
+            dict.fromkeys(rec.secret_fields, _SEALED) if sealed
+            else self.store.get_secrets(rec.id)
+        )  # fmt: skip
+        full = merge_secrets(rec.config, stored)
+        full.update(given)
+        config, secrets = split_secrets(self.registry.validate(rec.type, full))
+        kept = sorted(f for f, v in secrets.items() if v == _SEALED)
+        if sealed and kept and (moving or len(kept) < len(secrets)):
+            raise ValidationFailed(
+                f"the secrets of source {rec.name} are sealed to edge site {rec.edge_site} and "
+                f"cannot be read back: give all of {', '.join(sorted(secrets))} to change one "
+                "or to move the source",
+                errors=[{"field": f"config.{f}", "message": "sealed to the edge: give it again",
+                         "type": "missing"} for f in kept],
+            )  # fmt: skip
+        return config, (None if sealed and kept else secrets)
+
     def connector_for(self, rec: SourceRecord) -> Connector:
         """Build a connector with secrets merged in; call only where the source is used."""
-        full = merge_secrets(rec.config, self.store.get_secrets(rec.id))
+        full = merge_secrets(rec.config, self.store.get_secrets(rec.id), resolver=self.resolver)
         return self.registry.create(rec.type, full)
+
+    def _check_references(self, secrets: Mapping[str, str], edge_site: str | None) -> None:
+        """Refuse a secret reference with an unknown scheme before anything is stored.
+
+        Edge sources are resolved by their edge agent, whose plugins the core cannot see.
+        """
+        if self.resolver is None or edge_site:
+            return
+        errors = self.resolver.check(secrets)
+        if errors:
+            raise ValidationFailed(
+                "invalid source: " + ", ".join(e["field"] for e in errors), errors=errors
+            )

@@ -140,7 +140,9 @@ def qualified_name(database: str, schema: str, name: str) -> str:
     """``db.schema.table`` with parts quoted when they hold dots, quotes or spaces."""
 
     def q(part: str) -> str:
-        if part and all(c.isalnum() or c == "_" for c in part):
+        # ``isalnum`` of the whole string is "every character is a letter or digit"; mapping
+        # ``_`` to a letter first gives "letters, digits and underscores" in one C call.
+        if part.replace("_", "a").isalnum():
             return part
         return '"' + part.replace('"', '""') + '"'
 
@@ -155,6 +157,10 @@ class DiscoveryResult(_Record):
     ``databases_complete`` covers the list of databases; ``complete_databases`` names the
     databases whose schema listing succeeded; ``complete_schemas`` the (database, schema)
     pairs whose table listing succeeded.
+
+    A rediscovery may skip building records for tables that did not change: given the stored
+    signatures (``Connector.discover(known=...)``), a connector lists such tables in
+    ``unchanged`` (with their fresh statistics) instead of ``tables``. They count as listed.
     """
 
     databases: tuple[DatabaseInfo, ...] = ()
@@ -167,6 +173,16 @@ class DiscoveryResult(_Record):
     queries_per_database: dict[str, int] = Field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
+    signatures: dict[str, str] = Field(
+        default_factory=dict,
+        description="Qualified table name -> structural signature of the catalog rows the "
+        "table was built from, for the tables in ``tables`` (connectors that compute them)",
+    )
+    unchanged: dict[str, tuple[int | None, int | None]] = Field(
+        default_factory=dict,
+        description="Qualified table name -> fresh (row_estimate, size_bytes) of tables whose "
+        "signature matched the one the caller passed as ``known``: present, not rebuilt",
+    )
 
     @property
     def complete(self) -> bool:

@@ -4,9 +4,12 @@ Errors come back as the same exceptions the library raises: a problem+json ``cod
 into the ``errors.py`` class with that code, carrying the problem's fields, so callers (and the
 CLI) handle a remote ``NotFound`` exactly like a local one.
 
-    with HttpClient("http://127.0.0.1:8000") as api:
+    with HttpClient("http://127.0.0.1:8000", api_key=key) as api:
         src = api.create_source("shop", "sqlite", {"path": "shop.sqlite"})
         job = api.wait_job(api.discover(src.id).id)
+
+The key travels as ``Authorization: Bearer``; :func:`api_key_from` finds it the way the CLI
+does (``DATAWAVE_API_KEY``, else the bootstrap key file of ``datawave up``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +35,29 @@ from datawave.datasource.models import (
     TestReport,
 )
 
-__all__ = ["ApiFacade", "AsyncHttpClient", "HttpClient", "error_from_problem"]
+__all__ = ["ApiFacade", "AsyncHttpClient", "HttpClient", "api_key_from", "error_from_problem"]
+
+API_KEY_ENV = "DATAWAVE_API_KEY"
+
+
+def api_key_from(env: Mapping[str, str], data_dir: Path | None) -> str | None:
+    """The API key to send: ``env["DATAWAVE_API_KEY"]``, else ``<data_dir>/admin.key`` when
+    readable (the bootstrap key `datawave up` wrote), else None. ``env`` is passed in by the
+    entry point: the library never reads the environment itself."""
+    key = (env.get(API_KEY_ENV) or "").strip()
+    if key:
+        return key
+    if data_dir is not None:
+        try:
+            return (data_dir / "admin.key").read_text().strip() or None
+        except OSError:
+            return None
+    return None
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
 
 _RUNNING = (JobStatus.PENDING, JobStatus.RUNNING)
 
@@ -211,10 +237,16 @@ class HttpClient:
     """Blocking client. Every endpoint of :class:`_Ops` is a method with the same arguments."""
 
     def __init__(
-        self, base_url: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers=_auth_headers(api_key))  # fmt: skip
 
     def _send(self, call: _Call) -> Any:
         try:
@@ -277,10 +309,11 @@ class HttpClient:
 class AsyncHttpClient:
     """The same endpoints for asyncio code."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0,
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0,
                  transport: httpx.AsyncBaseTransport | None = None):  # fmt: skip
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                       transport=transport, headers=_auth_headers(api_key))  # fmt: skip
 
     async def _send(self, call: _Call) -> Any:
         try:

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from starlette.responses import Response
 
-from datawave.datasource.config import ApiSettings
+from datawave.datasource.config import ApiSettings, AuthSettings
+from datawave.datasource.security.policy import Policy
 from datawave.datasource.serve.backend import Backend
 from datawave.datasource.serve.events import Broadcaster
 from datawave.datasource.serve.problems import ApiError
@@ -62,7 +63,9 @@ class IdempotencyCache:
             raise ApiError("invalid_parameter", "Idempotency-Key is longer than 255 characters",
                            field="Idempotency-Key")  # fmt: skip
         body = await request.body()
-        slot = f"{request.method} {request.url.path} {key}"
+        # Keys are per caller: another principal's key never replays this caller's response.
+        who = getattr((request.scope.get("state") or {}).get("principal"), "id", "")
+        slot = f"{who}\x1f{request.method} {request.url.path} {key}"
         fingerprint = hashlib.sha256(body).hexdigest()
         lock = self._locks.setdefault(slot, asyncio.Lock())
         try:
@@ -120,10 +123,17 @@ class Cursor:
 
 @dataclass
 class ApiContext:
+    """Per-app state. ``auth_store`` is a writable, sealer-less store for the API's own rows
+    (API keys, the audit log); every other read goes to ``backend.store``."""
+
     backend: Backend
     api: ApiSettings
     threads: int = 32
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    auth_store: Any = None
+    appender: Any = None
     broadcaster: Broadcaster = field(init=False)
+    policy: Policy = field(init=False)
     idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
     sources: SourceCache = field(default_factory=SourceCache)
     search: SearchIndex = field(default_factory=SearchIndex)
@@ -131,6 +141,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.broadcaster = Broadcaster(self.backend.events)
+        self.policy = Policy(self.auth.custom_roles)
 
     @property
     def store(self) -> Any:
@@ -145,6 +156,8 @@ class ApiContext:
 
     async def close(self) -> None:
         await self.broadcaster.stop()
+        if self.auth_store is not None and self.auth_store is not self.backend.store:
+            self.auth_store.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

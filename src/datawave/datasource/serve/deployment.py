@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from ray import serve
 
 from datawave.datasource.actors import factory
 from datawave.datasource.actors.factory import JOBS_NAME, RayOwnerDirectory, owner_name
+from datawave.datasource.actors.payload import local_settings, remote_settings
 from datawave.datasource.config import DatawaveSettings, load_settings
 from datawave.datasource.serve.app import create_app
 from datawave.datasource.serve.events import EventHub, pump_forever
@@ -177,11 +179,12 @@ class ApiDeployment:
     """One API replica: a :class:`RayBackend` and the FastAPI app built around it."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = DatawaveSettings.model_validate(settings)
+        # The store password comes from this replica's environment, never from Serve's config.
+        self.settings = local_settings(settings, os.environ)
         self.backend = RayBackend(self.settings)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.backend, api=self.settings.api)
+        return create_app(self.backend, api=self.settings.api, auth=self.settings.auth)
 
     async def check_health(self) -> None:
         """Liveness only: owners being down makes ``/readyz`` fail, not the replica."""
@@ -214,7 +217,7 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     """
     args = dict(args or {})
     settings = load_settings(**args.get("settings", {}))
-    return _deployment().bind(settings.model_dump(mode="json"))
+    return _deployment().bind(remote_settings(settings))
 
 
 def deploy_api(
@@ -233,6 +236,6 @@ def deploy_api(
     app = _deployment().options(
         **_options(num_replicas=num_replicas, max_ongoing_requests=max_ongoing_requests,
                    autoscaling=autoscaling)
-    ).bind(settings.model_dump(mode="json"))  # fmt: skip
+    ).bind(remote_settings(settings))  # fmt: skip
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{host}:{port}"

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 
 from datawave.datasource.store import MetadataStore
-from datawave.datasource.store.tables import columns, databases, schemas, tables
+from datawave.datasource.store.assets import decode_columns
+from datawave.datasource.store.tables import databases, schemas, tables
 
 __all__ = ["load_columns", "load_databases", "load_schemas", "load_tables"]
 
@@ -84,11 +85,14 @@ def load_columns(store: MetadataStore, table_ids: Sequence[int]) -> list[list[di
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     with store.read() as conn:
         for chunk in _chunks(sorted(set(table_ids))):
-            q = (select(columns.c.table_id, columns.c.name, columns.c.ordinal, columns.c.data_type,
-                        columns.c.nullable, columns.c.default, columns.c.comment,
-                        columns.c.is_primary_key)
-                 .where(columns.c.table_id.in_(chunk))
-                 .order_by(columns.c.table_id, columns.c.ordinal))  # fmt: skip
-            for r in conn.execute(q):
-                out[r.table_id].append(dict(r._mapping))
+            q = select(tables.c.id, tables.c.primary_key, tables.c.column_doc).where(
+                tables.c.id.in_(chunk)
+            )
+            for tid, pk, doc in conn.execute(q):  # columns: one JSON document per table
+                keys = set(pk["columns"]) if pk else set()
+                out[tid] = [{"table_id": tid, "name": c.name, "ordinal": c.ordinal,
+                             "data_type": c.data_type, "nullable": c.nullable,
+                             "default": c.default, "comment": c.comment,
+                             "is_primary_key": c.name in keys}
+                            for c in decode_columns(doc)]  # fmt: skip
     return [out.get(k, []) for k in table_ids]

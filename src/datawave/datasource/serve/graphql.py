@@ -3,6 +3,10 @@
 Every nested field resolves through a per-request DataLoader (see :mod:`gql_loaders`), so a query
 costs one store query per level, not one per parent. Lists take ``first`` / ``after`` (an opaque
 cursor) and return ``{items, nextCursor}``.
+
+Access: the endpoint needs ``sources:read`` somewhere (else 403, like REST); the root fields
+only return sources in the caller's scope (``source(ref)`` is null for any other), and every
+nested field hangs off such a source, so the loaders never see a key outside the scope.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
 from datawave.datasource.serve import gql_loaders
+from datawave.datasource.serve.access import Access, principal_of
 from datawave.datasource.serve.context import ApiContext, Cursor
 
 __all__ = ["graphql_router", "schema"]
@@ -172,19 +177,21 @@ class Query:
         from datawave.datasource.serve.routes.common import parse_labels
 
         ctx: ApiContext = info.context["ctx"]
+        access: Access = info.context["access"]
         start = Cursor.decode("gql-sources", after)
         first = max(1, min(first, MAX_FIRST))
         recs = await ctx.run(ctx.store.list_sources, type=type, collection=collection,
                              labels=parse_labels(label), after=start if isinstance(start, str) else None,
-                             limit=first + 1)  # fmt: skip
+                             limit=first + 1, within=access.scope("sources:read"))  # fmt: skip
         nxt = Cursor.encode("gql-sources", recs[first - 1].id) if len(recs) > first else None
         return SourcePage(items=[_source(r) for r in recs[:first]], next_cursor=nxt)
 
     @strawberry.field
     async def source(self, info: strawberry.Info, ref: str) -> Source | None:
         ctx: ApiContext = info.context["ctx"]
+        access: Access = info.context["access"]
         rec = await ctx.run(ctx.store.find_source, ref)
-        return None if rec is None else _source(rec)
+        return None if rec is None or not access.covers(rec) else _source(rec)
 
 
 schema = strawberry.Schema(
@@ -195,7 +202,9 @@ schema = strawberry.Schema(
 
 async def _context(request: Request) -> dict[str, Any]:
     ctx: ApiContext = request.app.state.ctx
-    return {"ctx": ctx, "loaders": Loaders(ctx), "request": request}
+    access = Access(ctx, principal_of(request), request)
+    access.require_anywhere("sources:read")
+    return {"ctx": ctx, "access": access, "loaders": Loaders(ctx), "request": request}
 
 
 def graphql_router() -> GraphQLRouter[Any, Any]:

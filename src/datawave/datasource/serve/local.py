@@ -1,8 +1,9 @@
 """An in-process backend: the owner and job-manager classes without Ray.
 
 Used by unit tests, by the schemathesis fuzz run against the app object, and to serve the API
-from a single process (``python -m datawave.datasource.serve.local``). It runs exactly the code
-the actors run; only the transport differs.
+from a single process (``python -m datawave.datasource.serve.local``, with HTTPS and client
+certificates when ``auth.tls`` is set: see :mod:`.tls`). It runs exactly the code the actors
+run; only the transport differs.
 """
 
 from __future__ import annotations
@@ -84,14 +85,19 @@ class LocalBackend:
 
 
 def main() -> None:  # pragma: no cover - a convenience entry point
+    """Serve the API from this process; HTTPS and client certificates per ``auth.tls``."""
     import uvicorn
 
     from datawave.datasource.config import load_settings
     from datawave.datasource.serve.app import create_app
+    from datawave.datasource.serve.tls import server_config
 
     settings = load_settings()
-    app = create_app(LocalBackend(settings), api=settings.api, owns_backend=True)
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port)
+    app = create_app(LocalBackend(settings), api=settings.api, auth=settings.auth,
+                     owns_backend=True)  # fmt: skip
+    config = server_config(app, host=settings.api.host, port=settings.api.port,
+                           tls=settings.auth.tls)  # fmt: skip
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

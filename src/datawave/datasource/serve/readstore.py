@@ -16,7 +16,7 @@ from sqlalchemy.pool import QueuePool
 from datawave.datasource.models import SourceRecord
 from datawave.datasource.store import MetadataStore
 
-__all__ = ["SourceCache", "open_read_store"]
+__all__ = ["SourceCache", "open_read_store", "open_write_store"]
 
 
 def _read_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -36,6 +36,27 @@ def open_read_store(url: str, *, pool_size: int = 16) -> MetadataStore:
             connect_args={"timeout": 30, "check_same_thread": False},
         )  # fmt: skip
         event.listen(store.engine, "connect", _read_pragmas)
+    return store
+
+
+def _write_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def open_write_store(url: str, *, pool_size: int = 4) -> MetadataStore:
+    """A sealer-less, writable store for the API's own rows: API keys (each authentication may
+    record a last use) and the audit log. It cannot open or write source secrets."""
+    store = MetadataStore(url)
+    if store.dialect == "sqlite" and ":memory:" not in url:
+        store.engine.dispose()
+        store.engine = create_engine(
+            store.url, poolclass=QueuePool, pool_size=pool_size, max_overflow=pool_size * 2,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )  # fmt: skip
+        event.listen(store.engine, "connect", _write_pragmas)
     return store
 
 

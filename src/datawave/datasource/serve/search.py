@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from datawave.datasource.store import MetadataStore
-from datawave.datasource.store.tables import columns, tables
+from datawave.datasource.store.assets import decode_columns
+from datawave.datasource.store.tables import tables
 
 __all__ = ["SearchIndex"]
 
@@ -73,16 +74,13 @@ class SearchIndex:
 
     def _build(self, store: MetadataStore, key: tuple[Any, ...]) -> None:
         tq = select(tables.c.id, tables.c.source_id, tables.c.database, tables.c.schema,
-                    tables.c.name, tables.c.kind, tables.c.comment)  # fmt: skip
-        cq = (select(columns.c.table_id, columns.c.name, columns.c.data_type, columns.c.comment)
-              .order_by(columns.c.table_id, columns.c.ordinal))  # fmt: skip
+                    tables.c.name, tables.c.kind, tables.c.comment, tables.c.column_doc)  # fmt: skip
         with store.read() as conn:
             trows = [tuple(r) for r in conn.execute(tq)]
-            crows = [tuple(r) for r in conn.execute(cq)]
-        by_id = {t[0]: t for t in trows}
-        t_list = [t[1:] for t in trows]
-        c_list = [(by_id[c[0]][1], by_id[c[0]][2], by_id[c[0]][3], by_id[c[0]][4], c[1], c[2], c[3])
-                  for c in crows if c[0] in by_id]  # fmt: skip
+        t_list = [t[1:7] for t in trows]
+        # Columns live in one JSON document per table; listed by (table id, ordinal).
+        c_list = [(t[1], t[2], t[3], t[4], c.name, c.data_type, c.comment)
+                  for t in sorted(trows, key=lambda t: t[0]) for c in decode_columns(t[7])]  # fmt: skip
         tpart = _Part([f"{t[3]}\x00{t[5] or ''}".lower() for t in t_list])
         cpart = _Part([f"{c[4]}\x00{c[6] or ''}".lower() for c in c_list])
         self._tables, self._columns, self._tpart, self._cpart = t_list, c_list, tpart, cpart

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datawave.datasource.store.apikeys import ApiKeysMixin
 from datawave.datasource.store.assets import AssetsMixin
+from datawave.datasource.store.audit import AuditDraft, AuditMixin
 from datawave.datasource.store.changes import ChangeSet, SnapshotRow, TableRow, TableState
 from datawave.datasource.store.edges import EdgeCommand, EdgeNode, EdgesMixin
 from datawave.datasource.store.health import (
@@ -14,6 +16,7 @@ from datawave.datasource.store.health import (
     UsageDelta,
 )
 from datawave.datasource.store.ids import asset_id
+from datawave.datasource.store.keys import KekUsage, KeysMixin, RewrapReport
 from datawave.datasource.store.runs import RunsMixin
 from datawave.datasource.store.sealing import AesGcmSealer, Sealer, load_kek
 from datawave.datasource.store.sources import SourcesMixin
@@ -21,13 +24,16 @@ from datawave.datasource.store.sources import SourcesMixin
 __all__ = [
     "AesGcmSealer",
     "AlertRecord",
+    "AuditDraft",
     "BucketDelta",
     "ChangeSet",
     "EdgeCommand",
     "EdgeNode",
     "HealthStatus",
+    "KekUsage",
     "LatencySummary",
     "MetadataStore",
+    "RewrapReport",
     "Sealer",
     "SnapshotRow",
     "TableRow",
@@ -38,7 +44,16 @@ __all__ = [
 ]
 
 
-class MetadataStore(SourcesMixin, AssetsMixin, RunsMixin, HealthMixin, EdgesMixin):
+class MetadataStore(
+    SourcesMixin,
+    AssetsMixin,
+    RunsMixin,
+    HealthMixin,
+    EdgesMixin,
+    ApiKeysMixin,
+    AuditMixin,
+    KeysMixin,
+):
     """Everything datawave persists. Synchronous; async callers go through a worker thread."""
 
     @classmethod

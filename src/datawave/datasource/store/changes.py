@@ -18,6 +18,9 @@ class TableState:
     fingerprint: str
     row_estimate: int | None
     size_bytes: int | None
+    signature: str | None = None
+    column_count: int = 0
+    kind: str | None = None
     first_seen_at: datetime | None = None
 
 
@@ -26,6 +29,7 @@ class TableRow:
     id: int
     table: TableInfo
     fingerprint: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class ChangeSet:
     insert_tables: list[TableRow] = field(default_factory=list)
     replace_tables: list[TableRow] = field(default_factory=list)
     stats_updates: list[tuple[int, int | None, int | None]] = field(default_factory=list)
+    #: ``(table id, signature)``: same structure, newly signed (e.g. first run after 0005).
+    signature_updates: list[tuple[int, str]] = field(default_factory=list)
     delete_tables: list[int] = field(default_factory=list)
     drift: list[DriftEvent] = field(default_factory=list)
     snapshot: SnapshotRow | None = None
@@ -61,6 +67,7 @@ class ChangeSet:
             or self.insert_tables
             or self.replace_tables
             or self.stats_updates
+            or self.signature_updates
             or self.delete_tables
             or self.drift
             or self.snapshot

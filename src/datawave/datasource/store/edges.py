@@ -8,6 +8,11 @@ for each other.
 
 Commands are stored core-side until the edge acknowledges them, so a command for an offline
 edge waits here and is resent when the edge's next heartbeat shows it back.
+
+``edge_keys`` holds each site's sealing public key (sent at join). Secrets of a source owned by
+a site are sealed to it (:mod:`datawave.datasource.security.edgekeys`) instead of with the
+core's KEK, so the core cannot read them after hand-over; :meth:`EdgesMixin.seal_for_edge` is
+what :class:`~datawave.datasource.store.sources.SourcesMixin` calls for them.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import msgpack
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 
+from datawave.datasource.errors import Conflict
+from datawave.datasource.security.edgekeys import is_edge_sealed, key_id, seal_to_edge
 from datawave.datasource.store.base import StoreBase, aware, utcnow
-from datawave.datasource.store.tables import edge_commands, edge_epochs, edge_nodes
+from datawave.datasource.store.tables import edge_commands, edge_epochs, edge_keys, edge_nodes
+from datawave.datasource.store.tables import sources as sources_table
 
-__all__ = ["EdgeCommand", "EdgeNode", "EdgesMixin"]
+__all__ = ["EdgeCommand", "EdgeKey", "EdgeNode", "EdgesMixin", "edge_key", "seal_for_edge"]
 
 
 class EdgeNode(BaseModel):
@@ -61,6 +70,17 @@ class EdgeCommand(BaseModel):
     result: dict[str, Any] | None = None
 
 
+class EdgeKey(BaseModel):
+    """A site's sealing public key (X25519, raw 32 bytes) and its id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str
+    key_id: str
+    public_key: bytes
+    created_at: datetime
+
+
 _TS_FIELDS = ("joined_at", "last_heartbeat_at", "last_sync_at", "left_at", "created_at",
               "sent_at", "done_at")  # fmt: skip
 
@@ -73,7 +93,102 @@ def _row(model: type[BaseModel], row: Any) -> Any:
     return model.model_validate(m)
 
 
+def edge_key(store: StoreBase, site: str) -> EdgeKey | None:
+    """``site``'s sealing key, or None before it joined."""
+    with store.read() as conn:
+        row = conn.execute(select(edge_keys).where(edge_keys.c.site == site)).first()
+    if row is None:
+        return None
+    m = dict(row._mapping)
+    m["created_at"] = aware(m["created_at"])
+    m["public_key"] = bytes(m["public_key"])
+    return EdgeKey.model_validate(m)
+
+
+def seal_for_edge(store: StoreBase, site: str, source_id: str, secrets: Mapping[str, str]) -> bytes:
+    """Seal a source's secrets to its edge site's key; the core cannot open the result.
+
+    Raises:
+        Conflict: The site has not joined, so there is no key to seal to.
+    """
+    key = edge_key(store, site)
+    if key is None:
+        raise Conflict(
+            f"edge site {site} has not joined: no sealing key (create a join token with "
+            "`datawave edge token create`, join the edge, then register its sources)",
+            field="edge_site", site=site,
+        )  # fmt: skip
+    return seal_to_edge(key.public_key, msgpack.packb(dict(secrets)), context=source_id.encode())
+
+
 class EdgesMixin(StoreBase):
+    # -- sealing keys -------------------------------------------------------------------------
+    def put_edge_key(self, site: str, public_key: bytes, *, at: datetime | None = None) -> EdgeKey:
+        """Record ``site``'s sealing key (at join); a re-join replaces the old one.
+
+        Raises:
+            ConfigError: Not a 32-byte X25519 public key.
+        """
+        kid = key_id(public_key)
+        values = {"key_id": kid, "public_key": bytes(public_key), "created_at": at or utcnow()}
+        with self.begin() as conn:
+            n = conn.execute(
+                update(edge_keys).where(edge_keys.c.site == site).values(**values)
+            ).rowcount
+            if not n:
+                conn.execute(insert(edge_keys).values(site=site, **values))
+        key = self.get_edge_key(site)
+        assert key is not None
+        return key
+
+    def get_edge_key(self, site: str) -> EdgeKey | None:
+        return edge_key(self, site)
+
+    def delete_edge_key(self, site: str) -> bool:
+        """Forget a site's key (revocation): nothing new can be sealed to it."""
+        with self.begin() as conn:
+            return bool(conn.execute(delete(edge_keys).where(edge_keys.c.site == site)).rowcount)
+
+    def seal_for_edge(self, site: str, source_id: str, secrets: Mapping[str, str]) -> bytes:
+        """Seal a source's secrets to its edge site's key (see :func:`seal_for_edge`)."""
+        return seal_for_edge(self, site, source_id, secrets)
+
+    def get_sealed_secrets(self, source_id: str) -> bytes | None:
+        """The stored secrets blob of a source as is: what travels to its edge."""
+        with self.read() as conn:
+            blob = conn.execute(
+                select(sources_table.c.secrets).where(sources_table.c.id == source_id)
+            ).scalar()
+        return bytes(blob) if blob else None
+
+    def reseal_site_secrets(self, site: str) -> int:
+        """Move KEK-sealed secrets of ``site``'s sources to the site's key (a store from before
+        edge sealing, or a source whose site joined later); returns how many moved.
+
+        Each moved source's version is bumped, so the edge is sent the new definition.
+        """
+        if self.sealer is None or self.get_edge_key(site) is None:
+            return 0
+        q = select(sources_table.c.id, sources_table.c.secrets).where(
+            sources_table.c.edge_site == site, sources_table.c.deleted_at.is_(None)
+        )
+        with self.read() as conn:
+            rows = [(r.id, bytes(r.secrets)) for r in conn.execute(q) if r.secrets]
+        moved = 0
+        for sid, blob in rows:
+            if is_edge_sealed(blob):
+                continue
+            secrets = msgpack.unpackb(self.sealer.open(blob, context=sid.encode()))
+            sealed = self.seal_for_edge(site, sid, secrets)
+            with self.begin() as conn:
+                moved += conn.execute(
+                    update(sources_table)
+                    .where(sources_table.c.id == sid, sources_table.c.secrets == blob)
+                    .values(secrets=sealed, version=sources_table.c.version + 1,
+                            updated_at=utcnow())
+                ).rowcount  # fmt: skip
+        return moved
+
     # -- nodes --------------------------------------------------------------------------------
     def register_edge_node(self, node: str, site: str, *, at: datetime | None = None) -> EdgeNode:
         """Add a node to the fleet, or bring back one that left; idempotent."""

@@ -7,17 +7,31 @@ from datetime import datetime
 from typing import Any
 
 import msgpack
-from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy import Row, and_, delete, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from datawave.datasource.errors import Conflict, NotFound, StoreError
 from datawave.datasource.models import SourceRecord
+from datawave.datasource.security.edgekeys import is_edge_sealed
+from datawave.datasource.security.policy import Scope
 from datawave.datasource.store.base import StoreBase, aware, utcnow
+from datawave.datasource.store.edges import seal_for_edge
 from datawave.datasource.store.tables import sources
 
 __all__ = ["SourcesMixin"]
 
 _PUBLIC = [c for c in sources.c if c.name != "secrets"]
+
+
+def _within(scope: Scope) -> Any:
+    """SQL for "covered by ``scope``" (not for ``everything``: callers skip the filter)."""
+    alts: list[Any] = []
+    if scope.sources:
+        alts += [sources.c.id.in_(sorted(scope.sources)), sources.c.name.in_(sorted(scope.sources))]
+    for c in sorted(scope.collections):
+        pattern = c.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        alts += [sources.c.collection == c, sources.c.collection.like(pattern, escape="\\")]
+    return or_(*alts) if alts else false()
 
 
 def _record(row: Row[Any]) -> SourceRecord:
@@ -43,9 +57,13 @@ def _record(row: Row[Any]) -> SourceRecord:
 
 
 class SourcesMixin(StoreBase):
-    def _seal(self, source_id: str, secrets: Mapping[str, str]) -> bytes | None:
+    def _seal(
+        self, source_id: str, secrets: Mapping[str, str], *, edge_site: str | None = None
+    ) -> bytes | None:
         if not secrets:
             return None
+        if edge_site is not None:  # sealed to the edge's key: the core cannot open it again
+            return seal_for_edge(self, edge_site, source_id, secrets)
         if self.sealer is None:
             raise StoreError("this store has no sealer: refusing to store secrets in clear")
         return self.sealer.seal(msgpack.packb(dict(secrets)), context=source_id.encode())
@@ -70,7 +88,7 @@ class SourcesMixin(StoreBase):
             "name": name,
             "type": type,
             "config": dict(config),
-            "secrets": self._seal(id, secrets),
+            "secrets": self._seal(id, secrets, edge_site=edge_site),
             "secret_fields": sorted(secrets),
             "labels": dict(labels or {}),
             "collection": collection,
@@ -113,6 +131,11 @@ class SourcesMixin(StoreBase):
             blob = conn.execute(select(sources.c.secrets).where(sources.c.id == source_id)).scalar()
         if not blob:
             return {}
+        if is_edge_sealed(blob):
+            raise StoreError(
+                f"the secrets of source {source_id} are sealed to its edge site's key: only "
+                "that edge can open them", source_id=source_id,
+            )  # fmt: skip
         if self.sealer is None:
             raise StoreError("this store has no sealer: cannot open secrets")
         return dict(msgpack.unpackb(self.sealer.open(blob, context=source_id.encode())))
@@ -131,9 +154,16 @@ class SourcesMixin(StoreBase):
         include_deleted: bool = False,
         after: str | None = None,
         limit: int | None = None,
+        within: Scope | None = None,
     ) -> list[SourceRecord]:
-        """Sources ordered by id; ``after`` is the last id of the previous page."""
+        """Sources ordered by id; ``after`` is the last id of the previous page.
+
+        ``within`` keeps only the sources an access scope covers (its collections and their
+        children, its sources by id or name), in the query itself so pages stay full.
+        """
         conds: list[Any] = []
+        if within is not None and not within.everything:
+            conds.append(_within(within))
         if not include_deleted:
             conds.append(sources.c.deleted_at.is_(None))
         if type:
@@ -199,7 +229,10 @@ class SourcesMixin(StoreBase):
         if config is not None:
             values["config"] = dict(config)
         if secrets is not None:
-            values["secrets"] = self._seal(source_id, secrets)
+            site = changes.get("edge_site") if "edge_site" in changes else None
+            if "edge_site" not in changes:  # secrets of an edge source are sealed to its edge
+                site = self.get_source(source_id).edge_site
+            values["secrets"] = self._seal(source_id, secrets, edge_site=site)
             values["secret_fields"] = sorted(secrets)
         values["updated_at"] = utcnow()
         values["version"] = sources.c.version + 1
@@ -238,7 +271,6 @@ class SourcesMixin(StoreBase):
         with self.begin() as conn:
             if purge:
                 from datawave.datasource.store.tables import (
-                    columns,
                     databases,
                     discovery_runs,
                     drift_events,
@@ -248,9 +280,7 @@ class SourcesMixin(StoreBase):
                     test_results,
                 )
 
-                owned = select(tables.c.id).where(tables.c.source_id == rec.id)
-                conn.execute(delete(columns).where(columns.c.table_id.in_(owned.scalar_subquery())))
-                for t in (
+                for t in (  # a table's columns live on its row (tables.column_doc)
                     tables,
                     schemas,
                     databases,

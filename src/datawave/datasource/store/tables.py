@@ -27,7 +27,6 @@ __all__ = [
     "alerts",
     "api_keys",
     "audit_log",
-    "columns",
     "databases",
     "discovery_runs",
     "drift_events",
@@ -138,6 +137,13 @@ tables = Table(
     Column("fingerprint", String(32), nullable=False),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # Migration 0005. The connector's signature of the catalog rows the record was built from:
+    # a rediscovery whose rows sign the same skips building the table (NULL: always rebuilt).
+    Column("signature", String(32)),
+    # The table's columns, a JSON array of ColumnInfo objects (default fields left out), in
+    # ordinal order: one value per table instead of one row per column, so a first discovery
+    # of 60,000 columns writes 5,000 rows, not 65,000.
+    Column("column_doc", Text),
 )
 Index(
     "uq_tables_source_path",
@@ -147,27 +153,6 @@ Index(
     tables.c.name,
     unique=True,
 )
-
-columns = Table(
-    "columns",
-    metadata,
-    Column("table_id", BigInteger, ForeignKey("tables.id", ondelete="CASCADE"), primary_key=True),
-    Column("ordinal", Integer, primary_key=True, autoincrement=False),
-    Column("source_id", String(36), nullable=False),
-    Column("name", String(512), nullable=False),
-    Column("data_type", Text, nullable=False),
-    Column("nullable", Boolean, nullable=False),
-    Column("default", Text),
-    Column("comment", Text),
-    Column("generated", Text),
-    Column("identity", Boolean, nullable=False, default=False),
-    Column("enum_values", JSON),
-    Column("is_array", Boolean, nullable=False, default=False),
-    Column("is_primary_key", Boolean, nullable=False, default=False),
-    sqlite_with_rowid=False,
-)
-# No secondary indexes on columns: bulk loads stay cheap, reads go through the table id, and
-# substring search cannot use a b-tree anyway.
 
 discovery_runs = Table(
     "discovery_runs",

@@ -12,9 +12,10 @@ from starlette.responses import StreamingResponse
 
 from datawave.datasource.errors import NotFound
 from datawave.datasource.models import DatabaseInfo, SchemaInfo, TableInfo
+from datawave.datasource.serve.access import Caller
 from datawave.datasource.serve.context import ApiContext, Cursor, get_ctx
 from datawave.datasource.serve.problems import ApiError
-from datawave.datasource.serve.routes.common import PROBLEMS, Limit, json_response, source_for_read
+from datawave.datasource.serve.routes.common import PROBLEMS, Limit, json_response
 from datawave.datasource.serve.schemas import Page, SearchHit
 
 __all__ = ["router", "split_qualified"]
@@ -64,10 +65,10 @@ def _slice(items: list[Any], key: Any, after: Any, limit: int) -> tuple[list[Any
 
 @router.get("/sources/{ref}/databases", response_model=Page[DatabaseInfo])
 async def list_databases(
-    ref: str, ctx: Ctx, limit: Limit = 100, cursor: str | None = None
+    ref: str, ctx: Ctx, access: Caller, limit: Limit = 100, cursor: str | None = None
 ) -> Page[DatabaseInfo]:
     after = _key(Cursor.decode("databases", cursor), 1)
-    rec = await source_for_read(ctx, ref)
+    rec = await access.source_for_read(ref)
     dbs = await ctx.run(ctx.store.list_databases, rec.id)
     page, nxt = _slice(dbs, lambda d: (d.name,), after, limit)
     return Page(items=page, next_cursor=Cursor.encode("databases", nxt) if nxt else None)
@@ -75,10 +76,15 @@ async def list_databases(
 
 @router.get("/sources/{ref}/schemas", response_model=Page[SchemaInfo])
 async def list_schemas(
-    ref: str, ctx: Ctx, database: str | None = None, limit: Limit = 100, cursor: str | None = None
+    ref: str,
+    ctx: Ctx,
+    access: Caller,
+    database: str | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
 ) -> Page[SchemaInfo]:
     after = _key(Cursor.decode("schemas", cursor), 2)
-    rec = await source_for_read(ctx, ref)
+    rec = await access.source_for_read(ref)
     schemas = await ctx.run(ctx.store.list_schemas, rec.id, database)
     page, nxt = _slice(schemas, lambda s: (s.database, s.name), after, limit)
     return Page(items=page, next_cursor=Cursor.encode("schemas", nxt) if nxt else None)
@@ -96,6 +102,7 @@ def _key(value: Any, n: int) -> tuple[str, ...] | None:
 async def list_tables(
     ref: str,
     ctx: Ctx,
+    access: Caller,
     database: str | None = None,
     schema: str | None = None,
     columns: Annotated[bool, Query(description="Include columns, keys and indexes")] = True,
@@ -104,7 +111,7 @@ async def list_tables(
 ) -> Page[TableInfo]:
     """Tables in (database, schema, name) order, with columns, keys and indexes."""
     after = _key(Cursor.decode("tables", cursor), 3)
-    rec = await source_for_read(ctx, ref)
+    rec = await access.source_for_read(ref)
     tables = await ctx.run(ctx.store.list_tables, rec.id, database=database, schema=schema,
                            after=after, limit=limit + 1, with_columns=columns)  # fmt: skip
     more = len(tables) > limit
@@ -115,10 +122,10 @@ async def list_tables(
 
 @router.get("/sources/{ref}/tables/{qualified_name:path}", response_model=TableInfo,
             response_model_by_alias=True)  # fmt: skip
-async def get_table(ref: str, qualified_name: str, ctx: Ctx) -> Response:
+async def get_table(ref: str, qualified_name: str, ctx: Ctx, access: Caller) -> Response:
     """One table by qualified name ``db.schema.table``."""
     db, schema, name = split_qualified(qualified_name)
-    rec = await source_for_read(ctx, ref)
+    rec = await access.source_for_read(ref)
     table: TableInfo = await ctx.run(ctx.store.get_table, rec.id, db, schema, name)
     return json_response(table)
 
@@ -126,19 +133,25 @@ async def get_table(ref: str, qualified_name: str, ctx: Ctx) -> Response:
 @router.get("/search", response_model=list[SearchHit], response_model_by_alias=True)
 async def search(
     ctx: Ctx,
+    access: Caller,
     q: Annotated[str, Query(min_length=2, max_length=200, description="Substring to find")],
     source: Annotated[list[str] | None, Query(description="Restrict to these sources")] = None,
     limit: Limit = 50,
 ) -> list[dict[str, Any]]:
-    """Case-insensitive substring search over table and column names and comments."""
-    ids = None
+    """Case-insensitive substring search over table and column names and comments, within
+    the sources the caller may read."""
+    access.require_anywhere("sources:read")
+    ids: list[str] | None = None
     if source:
         ids = []
         for ref in source:
             rec = await ctx.run(ctx.store.find_source, ref, include_deleted=True)
-            if rec is None:
+            if rec is None or not access.covers(rec):
                 raise NotFound(f"no source {ref!r}", kind="source", ref=ref)
             ids.append(rec.id)
+    else:
+        allowed = await access.source_ids("sources:read")
+        ids = None if allowed is None else sorted(allowed)
     hits: list[dict[str, Any]] = await ctx.run(
         ctx.search.search, ctx.store, q, limit=limit, source_ids=ids
     )
@@ -150,9 +163,9 @@ async def search(
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "One table per line"}},
     response_class=StreamingResponse,
 )
-async def export(ref: str, ctx: Ctx) -> StreamingResponse:
+async def export(ref: str, ctx: Ctx, access: Caller) -> StreamingResponse:
     """Every table of a source as NDJSON, streamed page by page (constant memory)."""
-    rec = await source_for_read(ctx, ref)
+    rec = await access.source_for_read(ref)
 
     async def lines() -> AsyncIterator[bytes]:
         after: tuple[str, str, str] | None = None
