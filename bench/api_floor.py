@@ -1,0 +1,129 @@
+"""The floor under the API benchmark: what 32 closed-loop clients see from servers that do nothing.
+
+``bench/api.py``'s bar asks for p50 ≤ 10 ms with 32 concurrent keep-alive clients. By Little's
+law a closed loop of N clients at median latency W needs about N / W requests per second, so
+p50 ≤ 10 ms at N = 32 needs ≈ 3,200 requests/s. This benchmark measures, with the same load
+generator and the same 32 clients, in one run:
+  (a) floor_serve     a no-op Ray Serve deployment (2 replicas, the proxy `datawave up` runs),
+                      answering ``{}`` — the least any Serve app can cost per request here;
+  (b) floor_uvicorn   a no-op raw-ASGI app under one plain uvicorn process;
+  (c) floor_fastapi   a no-op FastAPI route under one plain uvicorn process.
+If (a)'s p50 is above 10 ms, no Serve-hosted API can meet that bar on this machine.
+Prints one JSON line last.
+
+Usage: python bench/api_floor.py [--seconds 15] [--clients 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api import _free_port, _wait_http, drive
+
+_RAW_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+"""
+
+_FASTAPI_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+
+@app.get("/readyz")
+@app.get("/floor")
+async def floor() -> dict:
+    return {}
+"""
+
+
+def _uvicorn(source: str, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    (tmp / f"{name}.py").write_text(source)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"{name}:app", "--port", str(port), "--log-level",
+         "warning", "--no-access-log"], cwd=tmp,
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--clients", type=int, default=32)
+    args = ap.parse_args()
+
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from datawave.datasource.cli.core import core_down, core_up
+    from datawave.datasource.config import load_settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="dw-bench-floor-"))
+    settings = load_settings(data_dir=tmp, api={"port": 0},
+                             ray={"namespace": "dw-bench-floor", "include_dashboard": False})  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        state = core_up(settings, echo=lambda *_: None)
+        url = str(state["api_url"])
+
+        @serve.deployment(num_replicas=2, max_ongoing_requests=256)
+        class Floor:
+            async def __call__(self, request: Request) -> Response:
+                return Response(b"{}", media_type="application/json")
+
+        serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+        _wait_http(url)
+        results: dict[str, dict[str, float]] = {}
+        targets = {"floor_serve": url}
+        for name, source in (("floor_uvicorn", _RAW_APP), ("floor_fastapi", _FASTAPI_APP)):
+            proc, turl = _uvicorn(source, tmp, name)
+            procs.append(proc)
+            targets[name] = turl
+        for name, turl in targets.items():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the raw app answers any path, /floor included
+                import httpx
+
+                try:
+                    if httpx.get(f"{turl}/floor", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            drive(turl, ["/floor"], key="unused", clients=args.clients, seconds=2)  # warm up
+            results[name] = drive(turl, ["/floor"], key="unused", clients=args.clients,
+                                  seconds=args.seconds)  # fmt: skip
+        serve.delete("floor")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+        core_down(settings)
+    need_rps = args.clients / 0.010
+    out = {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "rps_needed_for_p50_10ms": round(need_rps),
+        **{f"{k}_p50_ms": v["p50_ms"] for k, v in results.items()},
+        **{f"{k}_rps": v["rps"] for k, v in results.items()},
+        "detail": results,
+        "serve_floor_meets_p50_10ms": results["floor_serve"]["p50_ms"] <= 10,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
