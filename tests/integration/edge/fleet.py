@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from datawave.datasource.connectors import ConnectorRegistry
 from datawave.datasource.edge import HubConfig, NatsServer, TokenIssuer
@@ -168,3 +170,28 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {within:g}s")
         await asyncio.sleep(step)
+
+
+# -- fixtures shared by the edge test modules (import them by these names) ----------------------
+
+
+@pytest.fixture(name="core")
+async def core_side(tmp_path: Path) -> AsyncIterator[CoreSide]:
+    """A real core side in ``tmp_path/core``; leaf servers the test left behind are stopped."""
+    side = await start_core(tmp_path / "core")
+    try:
+        yield side
+    finally:
+        await stop_core(side)
+        # Leaf servers outlive a join by design: stop the ones the test left behind.
+        for pid_file in await asyncio.to_thread(lambda: list(tmp_path.glob("*/leaf.pid"))):
+            await asyncio.to_thread(stop_leaf, pid_file.parent)
+
+
+@pytest.fixture(name="agents")
+def agent_processes() -> Iterator[list[AgentProcess]]:
+    """Agent processes a test starts; stopped at the end."""
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop()

@@ -11,11 +11,10 @@ another key cannot open them and says so.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
@@ -26,9 +25,11 @@ from datawave.datasource.errors import StoreError
 from datawave.datasource.models import RunStatus
 from datawave.datasource.security.edgekeys import EdgeSealingKey, is_edge_sealed
 from tests.fixtures.services import MY_HOST, MY_PORT, MY_USER, pg_admin
-from tests.integration.edge.fleet import (
+from tests.integration.edge.fleet import (  # noqa: F401  (fixtures: core, agents)
     AgentProcess,
     CoreSide,
+    agent_processes,
+    core_side,
     join_site,
     node_id,
     start_core,
@@ -38,25 +39,6 @@ from tests.integration.edge.fleet import (
 )
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[CoreSide]:
-    side = await start_core(tmp_path / "core")
-    try:
-        yield side
-    finally:
-        await stop_core(side)
-        for pid_file in await asyncio.to_thread(lambda: list(tmp_path.glob("*/leaf.pid"))):
-            await asyncio.to_thread(stop_leaf, pid_file.parent)
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for a in started:
-        a.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -22,9 +21,11 @@ from datawave.datasource.edge.node import NodeFiles, join, leave, node_status
 from datawave.datasource.edge.protocol import encode
 from datawave.datasource.errors import EdgeError, TokenRejected
 from datawave.datasource.models import RunStatus
-from tests.integration.edge.fleet import (
+from tests.integration.edge.fleet import (  # noqa: F401  (fixtures: core, agents)
     AgentProcess,
     CoreSide,
+    agent_processes,
+    core_side,
     join_site,
     node_id,
     start_core,
@@ -34,26 +35,6 @@ from tests.integration.edge.fleet import (
 )
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[CoreSide]:
-    side = await start_core(tmp_path / "core")
-    try:
-        yield side
-    finally:
-        await stop_core(side)
-        # Leaf servers outlive a join by design: stop the ones the test left behind.
-        for pid_file in await asyncio.to_thread(lambda: list(tmp_path.glob("*/leaf.pid"))):
-            await asyncio.to_thread(stop_leaf, pid_file.parent)
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for a in started:
-        a.stop()
 
 
 async def _wait_sources(core: CoreSide, node: str, site: str) -> None:

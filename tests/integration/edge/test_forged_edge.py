@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,22 +41,16 @@ from datawave.datasource.errors import Conflict, TokenRejected
 from datawave.datasource.models import SourceSpec
 from datawave.datasource.security.certs import CertificateAuthority
 from datawave.datasource.security.edgekeys import EdgeSealingKey
-from tests.integration.edge.fleet import CoreSide, start_core, stop_core, stop_leaf, until
+from tests.integration.edge.fleet import (  # noqa: F401  (fixture: core)
+    CoreSide,
+    core_side,
+    stop_leaf,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
 RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError)
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[CoreSide]:
-    side = await start_core(tmp_path / "core")
-    try:
-        yield side
-    finally:
-        await stop_core(side)
-        for pid_file in await asyncio.to_thread(lambda: list(tmp_path.glob("*/leaf.pid"))):
-            await asyncio.to_thread(stop_leaf, pid_file.parent)
 
 
 async def core_client(core: CoreSide) -> Client:
