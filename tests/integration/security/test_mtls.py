@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import ssl
@@ -17,10 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from websockets.sync.client import connect as ws_connect
 
 from datawave.datasource.config import TlsSettings, load_settings
@@ -28,6 +23,7 @@ from datawave.datasource.errors import ConfigError, Unauthenticated
 from datawave.datasource.security import Grant
 from datawave.datasource.security.certs import CertificateAuthority, principal_from_asgi_scope
 from datawave.datasource.serve.tls import server_config
+from tests.fixtures.pki import expired_client_cert
 
 
 @dataclass
@@ -35,37 +31,6 @@ class Pki:
     ca: CertificateAuthority
     server: TlsSettings
     certs: dict[str, tuple[Path, Path]]
-
-
-def _expired_cert(ca_dir: Path, out: Path) -> tuple[Path, Path]:
-    """A client certificate signed by the real CA that expired yesterday."""
-    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
-    ca_key: Any = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    admin = x509.UniformResourceIdentifier("urn:datawave:grant:admin@*")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=10))
-        .not_valid_after(now - dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([admin]), critical=False)
-        .add_extension(aki, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = out / "old.pem", out / "old.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return cert_path, key_path
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +48,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         issued = ca.issue(kind, name, out_dir=out, grants=grants)  # type: ignore[arg-type]
         certs[name] = (issued.cert_path, issued.key_path)
     certs["server-as-client"] = (server.cert_path, server.key_path)
-    certs["expired"] = _expired_cert(root / "ca", out)
+    certs["expired"] = expired_client_cert(root / "ca", out, role="admin")
     forged = CertificateAuthority.init(root / "forged", name="datawave CA")
     f = forged.issue(
         "service", "intruder", out_dir=root / "forged-out", grants=[Grant(role="admin")]

@@ -28,10 +28,6 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -51,6 +47,7 @@ from datawave.datasource.serve.front import (
     with_front_key,
 )
 from datawave.datasource.serve.tls import server_config
+from tests.fixtures.pki import expired_client_cert
 
 KEY = bytes(range(32))
 
@@ -73,37 +70,6 @@ class Pki:
         return ssl.PEM_cert_to_DER_cert(self.certs[who][0].read_text())
 
 
-def _expired(ca_dir: Path, out: Path) -> tuple[Path, Path]:
-    """A viewer certificate from the real CA that expired yesterday."""
-    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
-    ca_key: Any = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=10))
-        .not_valid_after(now - dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.UniformResourceIdentifier("urn:datawave:grant:viewer@*")]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    cert_path, key_path = out / "old.pem", out / "old.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("front-pki")
@@ -111,7 +77,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     out = root / "certs"
     server = ca.issue("server", "front", out_dir=out, hosts=["127.0.0.1"])
     reader = ca.issue("service", "reader", out_dir=out, grants=[Grant(role="viewer")])
-    certs = {"reader": (reader.cert_path, reader.key_path), "expired": _expired(root / "ca", out)}
+    certs = {
+        "reader": (reader.cert_path, reader.key_path),
+        "expired": expired_client_cert(root / "ca", out, role="viewer"),
+    }
     other = CertificateAuthority.init(root / "other", name="datawave CA")
     o = other.issue("service", "intruder", out_dir=root / "other-out", grants=[Grant(role="admin")])
     certs["other-ca"] = (o.cert_path, o.key_path)
