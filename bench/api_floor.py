@@ -5,13 +5,16 @@ law a closed loop of N clients at median latency W needs about N / W requests pe
 p50 ≤ 10 ms at N = 32 needs ≈ 3,200 requests/s. This benchmark measures, with the same load
 generator and the same 32 clients, in one run:
   (a) floor_serve     a no-op Ray Serve deployment (2 replicas, the proxy `datawave up` runs),
-                      answering ``{}`` — the least any Serve app can cost per request here;
+                      answering ``{}`` — the least any Serve app can cost per request here,
+                      next to the idle datawave core (owners, scheduler, hub);
+  (a') floor_serve_bare the same deployment on a Ray session of its own with nothing else
+                      (``--bare``, a separate run: one Ray session per process);
   (b) floor_uvicorn   a no-op raw-ASGI app under one plain uvicorn process;
   (c) floor_fastapi   a no-op FastAPI route under one plain uvicorn process.
 If (a)'s p50 is above 10 ms, no Serve-hosted API can meet that bar on this machine.
 Prints one JSON line last.
 
-Usage: python bench/api_floor.py [--seconds 15] [--clients 32]
+Usage: python bench/api_floor.py [--seconds 15] [--clients 32] [--bare]
 """
 
 from __future__ import annotations
@@ -58,11 +61,44 @@ def _uvicorn(source: str, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes]
     return proc, f"http://127.0.0.1:{port}"
 
 
+class _Floor:
+    async def __call__(self, request: object) -> object:
+        from starlette.responses import Response
+
+        return Response(b"{}", media_type="application/json")
+
+
+def bare(seconds: float, clients: int) -> None:
+    """Serve alone: a fresh local Ray session, the proxy, two no-op replicas."""
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(serve.deployment(num_replicas=2, max_ongoing_requests=256)(_Floor).bind(),
+                  name="floor", route_prefix="/floor")  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        drive(url, ["/floor"], key="unused", clients=clients, seconds=2)
+        r = drive(url, ["/floor"], key="unused", clients=clients, seconds=seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print(json.dumps({"clients": clients, "seconds": seconds, "cpus": os.cpu_count(),
+                      "floor_serve_bare_p50_ms": r["p50_ms"], "floor_serve_bare_rps": r["rps"],
+                      "detail": r, "serve_floor_meets_p50_10ms": r["p50_ms"] <= 10}))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--bare", action="store_true", help="Serve alone, without the datawave core")
     args = ap.parse_args()
+    if args.bare:
+        bare(args.seconds, args.clients)
+        return
 
     from ray import serve
     from starlette.requests import Request
