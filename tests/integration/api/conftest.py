@@ -9,7 +9,6 @@ the other roles are in ``api_keys`` (tests/fixtures/core.py)."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,14 +18,11 @@ import httpx
 import pytest
 
 from datawave.datasource.config import DatawaveSettings, OidcSettings
+from tests.fixtures.api import bearer, make_sqlite
 from tests.fixtures.jwks import JwksServer, SigningKey, rsa_key
 
 #: Small enough that an oversized credential still fits the HTTP and WebSocket header limits.
 MAX_CREDENTIAL_BYTES = 4096
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="package")
@@ -106,17 +102,6 @@ def anon(api_url: str) -> Iterator[httpx.Client]:
     """No credential at all; pass ``headers=`` per request."""
     with httpx.Client(base_url=api_url, timeout=60) as c:
         yield c
-
-
-def make_sqlite(path: Path, tables: int = 3) -> Path:
-    conn = sqlite3.connect(path)
-    for i in range(tables):
-        conn.execute(
-            f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount_{i} NUMERIC)"
-        )
-    conn.commit()
-    conn.close()
-    return path
 
 
 def unique(prefix: str = "api") -> str:

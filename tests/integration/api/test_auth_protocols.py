@@ -25,9 +25,10 @@ from sqlalchemy import update
 from datawave.datasource.security import Grant
 from datawave.datasource.store import MetadataStore
 from datawave.datasource.store.tables import api_keys as api_keys_table
+from tests.fixtures.api import bearer, make_sqlite
 from tests.fixtures.jwks import claims_for, rsa_key
 
-from .conftest import MAX_CREDENTIAL_BYTES, bearer, discover, make_sqlite, unique, wait_job
+from .conftest import MAX_CREDENTIAL_BYTES, discover, unique, wait_job
 
 pytestmark = pytest.mark.ray
 

@@ -17,8 +17,9 @@ from datawave.datasource.errors import (
     ValidationFailed,
 )
 from datawave.datasource.serve.client import AsyncHttpClient, HttpClient
+from tests.fixtures.api import make_sqlite
 
-from .conftest import make_sqlite, unique
+from .conftest import unique
 
 pytestmark = pytest.mark.ray
 

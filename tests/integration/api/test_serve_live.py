@@ -8,7 +8,9 @@ import json
 import pytest
 import websockets
 
-from .conftest import bearer, discover, make_sqlite, unique
+from tests.fixtures.api import bearer, make_sqlite
+
+from .conftest import discover, unique
 
 pytestmark = pytest.mark.ray
 

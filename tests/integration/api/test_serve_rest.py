@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from datawave.datasource.engines import shard_for
+from tests.fixtures.api import make_sqlite
 
-from .conftest import discover, make_sqlite, unique, wait_job
+from .conftest import discover, unique, wait_job
 
 pytestmark = pytest.mark.ray
 

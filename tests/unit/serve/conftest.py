@@ -6,7 +6,6 @@ viewer, an operator scoped to the ``fin`` collection and a viewer of one source 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from datawave.datasource.config import DatawaveSettings, load_settings
 from datawave.datasource.security import Grant
 from datawave.datasource.serve.app import create_app
 from datawave.datasource.serve.local import LocalBackend
+from tests.fixtures.api import bearer, make_sqlite
 
 KEYS = {
     "admin": [Grant(role="admin")],
@@ -24,21 +24,6 @@ KEYS = {
     "fin-operator": [Grant(role="operator", collection="fin")],
     "shop-viewer": [Grant(role="viewer", source="shop")],
 }
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def make_sqlite(path: Path, tables: int = 3) -> Path:
-    conn = sqlite3.connect(path)
-    for i in range(tables):
-        conn.execute(
-            f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount_{i} NUMERIC)"
-        )
-    conn.commit()
-    conn.close()
-    return path
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClie
     from starlette.testclient import TestClient
 
 from datawave.datasource.serve.events import Broadcaster
-
-from .conftest import bearer, make_sqlite
+from tests.fixtures.api import bearer, make_sqlite
 
 
 async def _discover(api, ref: str) -> dict:

@@ -21,8 +21,7 @@ from datawave.datasource.serve.app import create_app
 from datawave.datasource.serve.auditing import FailureAudit
 from datawave.datasource.serve.local import LocalBackend
 from datawave.datasource.store.tables import api_keys
-
-from .conftest import bearer, make_sqlite
+from tests.fixtures.api import bearer, make_sqlite
 
 PROBLEM = "application/problem+json"
 

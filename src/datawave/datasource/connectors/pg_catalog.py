@@ -40,7 +40,6 @@ __all__ = [
     "SIGNATURE_VERSION",
     "STATISTICS",
     "CatalogTables",
-    "build_tables",
     "gc_paused",
     "read_tables",
     "sample",
@@ -334,24 +333,6 @@ def read_tables(
     records.sort(key=_TABLE_ORDER)
     out.tables = _TABLES.validate_python(records)
     return out
-
-
-def build_tables(
-    database: str,
-    relations: Iterable[Row],
-    columns: Iterable[Row],
-    enums: Iterable[Row],
-    constraints: Iterable[Row],
-    indexes: Iterable[Row],
-    statistics: Iterable[Row],
-    *,
-    table_filter: Callable[[str, str], bool],
-) -> list[TableInfo]:
-    """Every table of one database as sorted :class:`TableInfo` (:func:`read_tables`, all)."""
-    return read_tables(
-        database, relations, columns, enums, constraints, indexes, statistics,
-        table_filter=table_filter,
-    ).tables  # fmt: skip
 
 
 def _by_relation(rows: Iterable[Row], rels: Mapping[int, Row]) -> dict[int, list[Row]]:
