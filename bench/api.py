@@ -5,7 +5,7 @@ Builds (if absent) the 5,000-table PostgreSQL database ``dw_bench_5000``, starts
 then drives 32 concurrent keep-alive HTTP/1.1 clients for 20 s at each target on a mix of
 table-metadata reads (one table by qualified name, with columns, keys and indexes) and list
 endpoints (a page of 50 tables, a page of sources):
-  (a) the Serve app (proxy + 2 replicas), as `datawave up` deploys it;
+  (a) the Serve app (proxy + ``--replicas`` replicas, 2 by default; `datawave up` deploys 1);
   (b) the same ``create_app`` object under one plain uvicorn process, on the same store.
 The load generator is raw asyncio sockets in 2 processes so it costs little CPU.
 Prints one JSON line last: {"p50_ms", "p99_ms", "rps", "baseline_rps", ...}.
@@ -137,13 +137,13 @@ def run_baseline(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _wait_http(url: str, timeout_s: float = 120) -> None:
+def _wait_http(url: str, timeout_s: float = 120, path: str = "/readyz") -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
-    ap.add_argument("--replicas", type=int, default=2, help="Serve replicas (datawave up: 2)")
+    ap.add_argument("--replicas", type=int, default=2, help="Serve replicas (datawave up: 1)")
     ap.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_port:
@@ -183,7 +183,7 @@ def main() -> None:
     try:
         state = core_up(settings, echo=lambda *_: None)
         url = str(state["api_url"])
-        if args.replicas != 2:
+        if args.replicas != 1:  # what `datawave up` deployed
             from datawave.datasource.serve.deployment import deploy_api
 
             deploy_api(settings, port=int(url.rsplit(":", 1)[1]), num_replicas=args.replicas)

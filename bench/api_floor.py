@@ -11,10 +11,16 @@ generator and the same 32 clients, in one run:
                       (``--bare``, a separate run: one Ray session per process);
   (b) floor_uvicorn   a no-op raw-ASGI app under one plain uvicorn process;
   (c) floor_fastapi   a no-op FastAPI route under one plain uvicorn process.
-If (a)'s p50 is above 10 ms, no Serve-hosted API can meet that bar on this machine.
+  (d) floor_direct    (``--direct-ingress [--replicas N]``, a separate run) Serve's experimental
+                      direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1): no proxy at all, each
+                      no-op replica serves HTTP on its own port and the clients are split evenly
+                      over the replicas' ports — the fastest path into a Serve replica.
+If (a)'s p50 is above 10 ms, no Serve-hosted API can meet that bar on this machine; if (d)'s is
+too, not even without the proxy.
 Prints one JSON line last.
 
-Usage: python bench/api_floor.py [--seconds 15] [--clients 32] [--bare]
+Usage: python bench/api_floor.py [--seconds 15] [--clients 32] [--bare | --direct-ingress
+       [--replicas 2]]
 """
 
 from __future__ import annotations
@@ -90,12 +96,76 @@ def bare(seconds: float, clients: int) -> None:
                       "detail": r, "serve_floor_meets_p50_10ms": r["p50_ms"] <= 10}))  # fmt: skip
 
 
+def direct_ingress(seconds: float, clients: int, replicas: int) -> None:
+    """No-op replicas hit on their own direct-ingress ports, no proxy in between."""
+    import concurrent.futures
+
+    import httpx
+
+    flag = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+    os.environ[flag] = "1"  # read when ray.serve is imported
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             runtime_env={"env_vars": {flag: "1"}})  # fmt: skip
+    http_port = _free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.run(serve.deployment(num_replicas=replicas, max_ongoing_requests=256)(_Floor)
+                  .bind(), name="floor", route_prefix="/floor")  # fmt: skip
+        urls: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(urls) < replicas and time.monotonic() < deadline:
+            urls = []
+            for port in range(30000, 30050):  # RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT upwards
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/floor", timeout=0.5).status_code == 200:
+                        urls.append(f"http://127.0.0.1:{port}")
+                except httpx.HTTPError:
+                    pass
+            if len(urls) < replicas:
+                time.sleep(1)
+        if len(urls) < replicas:
+            raise SystemExit(f"found {len(urls)} direct-ingress replica ports, wanted {replicas}")
+        per = [clients // replicas + (1 if i < clients % replicas else 0) for i in range(replicas)]
+
+        def load(secs: float) -> list[dict[str, float]]:
+            with concurrent.futures.ThreadPoolExecutor(replicas) as pool:
+                jobs = [pool.submit(drive, u, ["/floor"], key="unused", clients=n, seconds=secs,
+                                    procs=max(1, 2 // replicas))
+                        for u, n in zip(urls, per, strict=True)]  # fmt: skip
+                return [j.result() for j in jobs]
+
+        load(2)  # warm up
+        parts = load(seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    rps = round(sum(p["rps"] for p in parts), 1)
+    # The clients are split evenly, so the median of the per-port medians weighs them alike.
+    p50 = max(p["p50_ms"] for p in parts)
+    print(json.dumps({"clients": clients, "seconds": seconds, "cpus": os.cpu_count(),
+                      "replicas": replicas, "rps_needed_for_p50_10ms": round(clients / 0.010),
+                      "floor_direct_p50_ms_worst_replica": p50, "floor_direct_rps": rps,
+                      "detail": parts, "direct_floor_meets_p50_10ms": p50 <= 10}))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--bare", action="store_true", help="Serve alone, without the datawave core")
+    ap.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="no-op replicas on Serve's direct-ingress ports, no proxy",
+    )
+    ap.add_argument("--replicas", type=int, default=2, help="with --direct-ingress")
     args = ap.parse_args()
+    if args.direct_ingress:
+        direct_ingress(args.seconds, args.clients, args.replicas)
+        return
     if args.bare:
         bare(args.seconds, args.clients)
         return

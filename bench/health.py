@@ -2,18 +2,25 @@
 
 Registers N sources (default 10,000) split over the local PostgreSQL (trust auth, user
 postgres, db ``test``), the local MariaDB (root, no password) and SQLite files (one file per
-source, so each of those checks opens its own file), starts a core (`datawave up` in a temp data
-dir: Ray head, owner shards, health scheduler), and times in ONE run:
-  (a) baseline_checks_per_s  naive checks in this process: one new connector per source, no
-                             sharing, 32 at a time, over a sample of 300 sources;
-  (b) sweep_s                the scheduler's full sweep through the owner actors (real checks,
-                             probes shared per target and bounded per host), states and history
-                             written to the store;
-  (c) api_p99_ms_during      p99 of GET /v1/sources?limit=20 against the API app
-                             (``serve.app.create_app`` on ``LocalBackend``) while the sweep runs,
-                             or null when the API cannot be started;
-  (d) rss_mb_total           summed RSS of the core's processes (Ray head tree) + this driver.
-Prints one JSON line last. Usage: python bench/health.py [--sources 10000] [--shards 4]
+source, so each of those checks opens its own file), then starts a core as a user does:
+``datawave up`` (the CLI, in a temp data dir, configured only through ``DATAWAVE_*`` settings:
+the health loop off so the timed sweep is the only one, the API on a free port, and the Ray
+dashboard UI off unless ``--dashboard``). This process then joins it as a driver
+(``datawave.datasource.connect()``) and times in ONE run:
+  (a) baseline_checks_per_s  naive checks: one new connector per source, no sharing, 32 at a
+                             time, over a sample of 300 sources (in the helper process);
+  (b) sweep_s                the scheduler's full sweep through the owners (real checks, probes
+                             shared per target and bounded per host), states and history written
+                             to the store;
+  (c) api_p99_ms_during      p99 of GET /v1/sources?limit=20 on the core's API (Ray Serve) while
+                             the sweep runs, or null when the API does not answer;
+  (d) rss_mb_total           summed RSS of everything datawave runs: the Ray head tree (every
+                             Ray process and worker: core actor, owners, Serve), the NATS hub,
+                             the mTLS front if any, and this driver; ``pss_mb_total`` and
+                             ``rss_by_process`` (RSS and PSS of each) are printed as detail.
+Registration and the baseline run in a helper process that exits before the core starts, so
+their memory is not counted as the driver's. Prints one JSON line last.
+Usage: python bench/health.py [--sources 10000] [--shards 4] [--dashboard]
 """
 
 from __future__ import annotations
@@ -112,42 +119,12 @@ def use_admin_key(data_dir: Path) -> None:
     AUTH["Authorization"] = "Bearer " + (data_dir / "admin.key").read_text().strip()
 
 
-def start_api(data_dir: Path, shards: int) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    port = free_port()
-    code = (
-        "import uvicorn\n"
-        "from datawave.datasource.config import load_settings\n"
-        "from datawave.datasource.serve.app import create_app\n"
-        "from datawave.datasource.serve.local import LocalBackend\n"
-        f"s = load_settings(data_dir={str(data_dir)!r}, owners={{'shards': {shards}}}, "
-        "health={'enabled': False})\n"
-        f"uvicorn.run(create_app(LocalBackend(s)), host='127.0.0.1', port={port}, log_level='warning')\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+def serve_url(url: str | None) -> str | None:
+    """The core's own API (Ray Serve), if it answers."""
     import httpx
 
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = (proc.stderr.read() if proc.stderr else b"").decode()[-500:]
-            print(f"API did not start: {err}", file=sys.stderr)
-            return None, None
-        try:
-            if httpx.get(url + "/v1/sources?limit=20", headers=AUTH, timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    return None, None
-
-
-def serve_url(settings) -> str | None:  # type: ignore[no-untyped-def]
-    import httpx
-
-    url = f"http://{settings.api.host}:{settings.api.port}"
+    if not url:
+        return None
     try:
         ok = httpx.get(url + "/v1/sources?limit=20", headers=AUTH, timeout=5).status_code == 200
     except httpx.HTTPError:
@@ -182,15 +159,24 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss_kb(pid: int) -> int:
+def _kb(pid: int, path: str, key: str) -> int:
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(f"/proc/{pid}/{path}") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kb(pid: int) -> int:
+    return _kb(pid, "status", "VmRSS:")
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages divided among the processes that map them."""
+    return _kb(pid, "smaps_rollup", "Pss:")
 
 
 def rss_mb(*roots: int) -> float:
@@ -198,50 +184,88 @@ def rss_mb(*roots: int) -> float:
     return round(sum(_rss_kb(p) for p in pids) / 1024, 1)
 
 
-def top_rss(*roots: int) -> list[tuple[str, float]]:
+def pss_mb(*roots: int) -> float:
+    pids = {p for r in roots for p in _tree(r)}
+    return round(sum(_pss_kb(p) for p in pids) / 1024, 1)
+
+
+def rss_by_process(*roots: int) -> list[tuple[str, float, float]]:
+    """Every process measured: (command line, RSS MB, PSS MB), largest RSS first."""
     rows = []
     for pid in {p for r in roots for p in _tree(r)}:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                name = fh.read().replace(b"\0", b" ").decode()[:60]
+                name = fh.read().replace(b"\0", b" ").decode()[:60].strip()
         except OSError:
             continue
-        rows.append((name, round(_rss_kb(pid) / 1024, 1)))
-    return sorted(rows, key=lambda r: -r[1])[:12]
+        rows.append((name, round(_rss_kb(pid) / 1024, 1), round(_pss_kb(pid) / 1024, 1)))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def setup(data_dir: Path, shards: int, n: int) -> dict[str, object]:
+    """Register the sources and measure the baseline (run in a helper process, see main)."""
+    ensure_pg_test_db()
+    settings = load_settings(data_dir=data_dir, owners={"shards": shards})
+    MetadataStore.open(settings.resolved_store_url, migrate=True).close()
+    t0 = time.perf_counter()
+    counts = register_all(settings, n, data_dir / "sqlite")
+    register_s = time.perf_counter() - t0
+    base = asyncio.run(baseline(settings))
+    return {"registered": counts, "register_s": round(register_s, 1),
+            "baseline_checks_per_s": round(base, 1)}  # fmt: skip
+
+
+def datawave_cli(env: dict[str, str], *args: str) -> str:
+    exe = Path(sys.executable).with_name("datawave")
+    out = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"datawave {' '.join(args)} failed: {out.stderr[-2000:]}")
+    return out.stdout
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sources", type=int, default=10_000)
     ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--dashboard", action="store_true",
+                    help="start the core with the Ray dashboard UI (ray.include_dashboard)")  # fmt: skip
+    ap.add_argument("--setup", type=Path, help=argparse.SUPPRESS)  # the helper process
     args = ap.parse_args()
-    ensure_pg_test_db()
+    if args.setup is not None:
+        print(json.dumps(setup(args.setup, args.shards, args.sources)))
+        return
     data_dir = Path(tempfile.mkdtemp(prefix="dw-bench-health-"))
-    settings = load_settings(
-        data_dir=data_dir,
-        ray={"include_dashboard": False, "namespace": f"bench-{uuid.uuid4().hex[:6]}"},
-        owners={"shards": args.shards},
-        health={"enabled": False},  # no background loop: we time one cold sweep
-    )
-    from datawave.datasource.store import MetadataStore as _S
+    # The core as a user starts it: `datawave up` (its CLI process exits once the core is up),
+    # configured only through documented settings. The health loop is off so that the one
+    # sweep timed here is the only one, and the API gets a free port.
+    env = {
+        **os.environ,
+        "DATAWAVE_DATA_DIR": str(data_dir),
+        "DATAWAVE_RAY__NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
+        "DATAWAVE_RAY__INCLUDE_DASHBOARD": "true" if args.dashboard else "false",
+        "DATAWAVE_OWNERS__SHARDS": str(args.shards),
+        "DATAWAVE_HEALTH__ENABLED": "false",
+        "DATAWAVE_API__PORT": str(free_port()),
+    }
+    # Registration and the baseline run in a helper process that exits before the core
+    # starts: their memory is the benchmark's, not the driver's.
+    helper = [sys.executable, __file__, "--setup", str(data_dir), "--shards", str(args.shards),
+              "--sources", str(args.sources)]  # fmt: skip
+    prepared = json.loads(subprocess.run(helper, check=True, capture_output=True).stdout)
 
-    _S.open(settings.resolved_store_url).close()  # migrate
-    t0 = time.perf_counter()
-    counts = register_all(settings, args.sources, data_dir / "sqlite")
-    register_s = time.perf_counter() - t0
-    base = asyncio.run(baseline(settings))
-
-    import ray
-
-    from datawave.datasource.actors.factory import HEALTH_NAME
-    from datawave.datasource.cli.core import core_down, core_up
-
-    state = core_up(settings, echo=lambda *_: None)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("DATAWAVE_")})
+    settings = load_settings()
+    datawave_cli(env, "up")
+    state = json.loads((data_dir / "core.json").read_text())
     use_admin_key(data_dir)
-    api_proc, api_url = None, serve_url(settings)  # the core's own API (Ray Serve), if up
-    if api_url is None:
-        api_proc, api_url = start_api(data_dir, args.shards)
+    api_url = serve_url(state.get("api_url"))
     try:
+        import ray
+
+        import datawave.datasource as dw
+        from datawave.datasource.actors.factory import HEALTH_NAME
+
+        client = dw.connect(settings=settings)  # this process: a driver of the running core
         sched = ray.get_actor(HEALTH_NAME, namespace=settings.ray.namespace)
         ray.get(sched.refresh.remote())
         lat: list[float] = []
@@ -256,22 +280,27 @@ def main() -> None:
         stop.set()
         if th:
             th.join(15)
-        rss = rss_mb(os.getpid(), int(state["ray_pid"]), *([api_proc.pid] if api_proc else []))
-        probes = [ray.get(ray.get_actor(f"datawave-owner-{i}", namespace=settings.ray.namespace)
-                          .ping.remote())["health_probes"] for i in range(args.shards)]  # fmt: skip
+        # Everything datawave runs: this driver, the Ray head tree (GCS, raylet, agents, every
+        # worker: the core actor, owner processes, Serve controller, proxy and replicas), the
+        # NATS hub and the mTLS front when there is one.
+        roots = (os.getpid(), int(state["ray_pid"]),
+                 *(int(state[k]) for k in ("nats_pid", "front_pid") if state.get(k)))  # fmt: skip
+        rss, pss = rss_mb(*roots), pss_mb(*roots)
+        probes = [ray.get(client.owner_actor(i).call.remote(i, "ping"))["health_probes"]
+                  for i in range(args.shards)]  # fmt: skip
         p99 = None
         if lat:
             lat.sort()
             p99 = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1)
         detail = {
-            "registered": counts, "register_s": round(register_s, 1),
-            "baseline_checks_per_s": round(base, 1), "sweep": summary,
-            "api_requests_during": len(lat),
+            **prepared, "sweep": summary, "api_requests_during": len(lat),
             "probe_targets": sum(p["targets"] for p in probes),
             "real_probes": sum(p["probes"] for p in probes),
             "shared_checks": sum(p["shared"] for p in probes),
-            "api": "serve" if api_proc is None and api_url else ("local" if api_url else None),
-            "rss_by_process": top_rss(os.getpid(), int(state["ray_pid"])),
+            "api": "serve" if api_url else None,
+            "dashboard": bool(state.get("dashboard_url")),
+            "owner_processes": settings.owners.process_count,
+            "pss_mb_total": pss, "rss_by_process": rss_by_process(*roots),
         }  # fmt: skip
         print(json.dumps(detail), file=sys.stderr)
         print(json.dumps({
@@ -280,10 +309,9 @@ def main() -> None:
             "api_p99_ms_during": p99, "rss_mb_total": rss,
         }))  # fmt: skip
     finally:
-        if api_proc is not None:
-            api_proc.kill()
-        ray.shutdown()
-        core_down(settings)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        datawave_cli(env, "down")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,29 @@ def test_bad_value_names_the_dotted_field(tmp_path: Path) -> None:
 
     assert "owners.shards" in str(e.value)
     assert "owners.shards" in e.value.context["fields"]
+
+
+@pytest.mark.parametrize(("shards", "processes"), [(4, 0), (4, 1), (4, 3), (8, 8), (3, 8)])
+def test_every_shard_is_hosted_by_exactly_one_process(shards: int, processes: int) -> None:
+    from datawave.datasource.actors.factory import (
+        CORE_NAME,
+        hosted_shards,
+        owner_actor_name,
+        owner_name,
+    )
+
+    settings = load_settings(owners={"shards": shards, "processes": processes})
+    count = settings.owners.process_count
+
+    assert count == min(processes, shards)  # never a process without a shard
+    hosts = {CORE_NAME: hosted_shards(None, settings)}
+    hosts |= {owner_name(p): hosted_shards(p, settings) for p in range(count)}
+    assert sorted(s for held in hosts.values() for s in held) == list(range(shards))
+    for name, held in hosts.items():
+        assert all(owner_actor_name(s, count) == name for s in held)  # callers find the host
+    assert bool(hosts[CORE_NAME]) == (count == 0)
+
+
+def test_processes_default_keeps_the_core_in_one_process() -> None:
+    assert OwnerSettings().processes == 0
+    assert load_settings().owners.process_count == 0

@@ -73,14 +73,14 @@ def api_url(core: dict[str, object], api_settings: DatawaveSettings, idp_key: Si
         pytest.fail(f"API never became ready: {last}")
     yield url
     serve.delete(APP_NAME)
-    # The hub drains every owner and the health scheduler: stop it so later tests that call
-    # drain() themselves see their events.
+    # The core's event hub drains every owner and the health scheduler once a reader follows
+    # it: stop its pump so later tests that call drain() themselves see their events.
     import ray
 
-    from datawave.datasource.serve.deployment import EVENTS_NAME
+    from datawave.datasource.actors.factory import CORE_NAME
 
     with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(EVENTS_NAME, namespace=api_settings.ray.namespace), no_restart=True)
+        ray.get(ray.get_actor(CORE_NAME, namespace=api_settings.ray.namespace).stop_pump.remote())
 
 
 @pytest.fixture(scope="package")

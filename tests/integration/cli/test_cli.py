@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import ray
 
-from datawave.datasource.actors.factory import owner_name
+from datawave.datasource.actors.factory import RayOwnerDirectory
 
 pytestmark = pytest.mark.ray
 
@@ -190,6 +190,6 @@ def test_deploy_finds_the_running_core(core_env, core, core_settings):
     ns = core_settings.ray.namespace
     assert info["namespace"] == ns
     assert [o["shard"] for o in info["owners"]] == list(range(core_settings.owners.shards))
-    live = [ray.get(ray.get_actor(owner_name(i), namespace=ns).ping.remote())["pid"]
-            for i in range(core_settings.owners.shards)]  # fmt: skip
+    directory = RayOwnerDirectory(ns, core_settings.owners.process_count)
+    live = [ray.get(directory.ref(i, "ping"))["pid"] for i in range(core_settings.owners.shards)]
     assert [o["pid"] for o in info["owners"]] == live  # the same actors, none created twice

@@ -478,6 +478,12 @@ async def test_filters_select_schemas_and_tables(pg_db: PgDatabase) -> None:
     (fk,) = _table(result, "public", "Order Items").foreign_keys
     assert fk.ref_columns == ("region", "id")
 
+    # So does one in a schema that is not read at all (its columns are looked up server-side).
+    result = await _connector(pg_db, filters={"include_schemas": ["public"]}).discover()
+    assert [s.name for s in result.schemas] == ["public"]
+    (fk,) = _table(result, "public", "Order Items").foreign_keys
+    assert (fk.ref_schema, fk.ref_table, fk.ref_columns) == ("sales", "customers", ("region", "id"))
+
     result = await _connector(pg_db, filters={"exclude_databases": ["dw_*"]}).discover()
     assert result.databases == () and result.tables == ()
     assert result.databases_complete and result.queries == 1

@@ -101,15 +101,26 @@ async def test_the_imported_snapshot_does_not_see_later_changes(pg_db: PgDatabas
         reader = _SnapshotReader(
             partial(connector._open, pg_db.dbname, autocommit=False),
             snapshot,
-            "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a"
-            " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-            " WHERE c.relname IN ('before', 'after_export') AND a.attnum > 0",
-            {},
+            [
+                (
+                    "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a"
+                    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+                    " WHERE c.relname IN ('before', 'after_export') AND a.attnum > 0",
+                    {},
+                ),
+                ("SELECT 1 / 0", None),
+                ("SELECT 1", None),
+            ],
         )
         reader.start()
         assert reader.wait_imported(10)
         rows = reader.result(10)
-        assert reader.abandon() == 2  # SET TRANSACTION SNAPSHOT + the query
+        # The first failure ends the sequence: the aborted transaction runs nothing more.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            reader.result(10, 1)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            reader.result(10, 2)
+        assert reader.abandon() == 3  # SET TRANSACTION SNAPSHOT + the two queries run
     finally:
         main.close()
     assert sorted(rows) == [("before", "id")]  # as of the export, not as of the import
@@ -153,7 +164,8 @@ async def test_failing_statistics_is_a_warning_not_a_failure(
     assert not result.failures and result.complete
     (warning,) = result.warnings
     assert "statistics missing" in warning and "division by zero" in warning
-    # The columns, read on the second connection, are all there; the sizes are not.
+    # The columns, read on the second connection before the statistics, are all there; the
+    # sizes are not.
     parent = next(t for t in result.tables if t.name == "parent")
     assert [c.name for c in parent.columns] == ["id", "code", "m"]
     assert parent.row_estimate is None and parent.size_bytes is None

@@ -7,7 +7,7 @@ import uuid
 import pytest
 import ray
 
-from datawave.datasource.actors.factory import HEALTH_NAME, owner_name
+from datawave.datasource.actors.factory import CORE_NAME, HEALTH_NAME, JOBS_NAME, owner_name
 from datawave.datasource.actors.metrics import merge_expositions
 
 pytestmark = pytest.mark.ray
@@ -17,6 +17,7 @@ def test_scheduler_actor_sweeps_and_exposes_metrics(client, pg_db, closed_port):
     ns = client.settings.ray.namespace
     sched = ray.get_actor(HEALTH_NAME, namespace=ns)
     assert ray.get(sched.status.remote())["running"] is True
+    seq = ray.get(sched.since.remote(-1, 0))["seq"]  # follow events from now, as the API does
     label = uuid.uuid4().hex[:6]
     good = [client.register(f"h-{label}-{i}", "postgresql", pg_db.config(auth="none"),
                             labels={"hc": label}) for i in range(4)]  # fmt: skip
@@ -29,14 +30,39 @@ def test_scheduler_actor_sweeps_and_exposes_metrics(client, pg_db, closed_port):
     assert client.store.get_health(bad.id).state == "down"
     assert client.get(bad.id).health == "down"  # mirrored for list filters
     assert {s.id for s in client.sources(health="down")} >= {bad.id}
-    texts = [ray.get(sched.metrics_text.remote())]
-    texts += [ray.get(ray.get_actor(owner_name(i), namespace=ns).metrics_text.remote())
-              for i in range(client.shards)]  # fmt: skip
+    texts = [ray.get(sched.metrics_text.remote())]  # one exposition per process
+    texts += [ray.get(ray.get_actor(owner_name(p), namespace=ns).metrics_text.remote())
+              for p in range(client.processes)]  # fmt: skip
     merged = merge_expositions(texts).decode()
     assert 'datawave_sources{location="core",state="down"}' in merged
     assert "datawave_health_checks_total" in merged
-    events = ray.get(sched.drain.remote())
-    assert any(e.type == "health.changed" and e.source_id == bad.id for e in events)
+    assert f'datawave_source_queries_total{{kind="check",source="{bad.name}"}} ' in merged
+    events: list[dict[str, object]] = []
+    for _ in range(20):
+        got = ray.get(sched.since.remote(seq, 2.0), timeout=30)
+        events += got["events"]
+        seq = got["seq"]
+        if any(e["type"] == "health.changed" and e["source_id"] == bad.id for e in events):
+            break
+    else:
+        pytest.fail(f"no health.changed event for {bad.id} in {len(events)} events")
+
+
+def test_one_core_process_hosts_the_services_and_every_shard(client):
+    """The default layout (owners.processes = 0): the job manager and the health scheduler are
+    one actor, which also answers for every shard; each shard is still checked as its own."""
+    ns = client.settings.ray.namespace
+    core = ray.get_actor(CORE_NAME, namespace=ns)
+    assert client.processes == 0
+    assert ray.get_actor(JOBS_NAME, namespace=ns)._actor_id == core._actor_id
+    assert ray.get_actor(HEALTH_NAME, namespace=ns)._actor_id == core._actor_id
+    info = ray.get(core.ping.remote())
+    assert info["shards"] == list(range(client.shards))
+    pings = [ray.get(client.owner_actor(s).call.remote(s, "ping")) for s in range(client.shards)]
+    assert [p["shard"] for p in pings] == list(range(client.shards))
+    assert {p["pid"] for p in pings} == {info["pid"]}
+    with pytest.raises(ValueError):
+        ray.get_actor(owner_name(0), namespace=ns)  # no owner process of its own
 
 
 def _dw(core_env, *args: str) -> str:

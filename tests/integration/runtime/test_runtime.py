@@ -9,7 +9,6 @@ import uuid
 import pytest
 import ray
 
-from datawave.datasource.actors.factory import owner_name
 from datawave.datasource.errors import Conflict, NotFound, ValidationFailed
 from datawave.datasource.models import JobStatus, RunStatus, StepStatus
 
@@ -118,8 +117,7 @@ def test_owner_killed_mid_discovery_retries_and_finishes(client, pg_db, proxy_fa
     t, result = _in_thread(lambda: client.discover(rec.id))
     _wait_running(client, rec.id)
     time.sleep(0.5)  # the connector is now blocked on the stalled path
-    ray.kill(ray.get_actor(owner_name(rec.owner_shard), namespace=client.settings.ray.namespace),
-             no_restart=False)  # fmt: skip
+    ray.kill(client.owner_actor(rec.owner_shard), no_restart=False)  # the process hosting it
     time.sleep(1.0)
     proxy.resume()
     t.join(120)

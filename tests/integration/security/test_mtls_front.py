@@ -315,8 +315,9 @@ def fronted(
     import ray
     from ray import serve
 
+    from datawave.datasource.actors.factory import CORE_NAME
     from datawave.datasource.cli.core import free_port
-    from datawave.datasource.serve.deployment import APP_NAME, EVENTS_NAME, deploy_api
+    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
 
     tmp = tmp_path_factory.mktemp("front")
     tls = pki.server.model_copy(update={"front_key_file": tmp / "front.key", "front_port": 0})
@@ -345,8 +346,7 @@ def fronted(
             os.killpg(state["front_pid"], 0)
         serve.delete(APP_NAME)
         with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(EVENTS_NAME, namespace=settings.ray.namespace),
-                     no_restart=True)  # fmt: skip
+            ray.get(ray.get_actor(CORE_NAME, namespace=settings.ray.namespace).stop_pump.remote())
         serve.shutdown()
 
 

@@ -201,8 +201,9 @@ def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterato
     import ray
     from ray import serve
 
+    from datawave.datasource.actors.factory import CORE_NAME
     from datawave.datasource.cli.core import free_port
-    from datawave.datasource.serve.deployment import APP_NAME, EVENTS_NAME, deploy_api
+    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
 
     serve.shutdown()  # a Serve left by another package keeps its own port: start clean
     url = deploy_api(core_settings, port=free_port(), num_replicas=1)
@@ -217,7 +218,7 @@ def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterato
     yield url
     serve.delete(APP_NAME)
     with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(EVENTS_NAME, namespace=core_settings.ray.namespace), no_restart=True)
+        ray.get(ray.get_actor(CORE_NAME, namespace=core_settings.ray.namespace).stop_pump.remote())
     serve.shutdown()
 
 

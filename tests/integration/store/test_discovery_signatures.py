@@ -54,6 +54,17 @@ def _register(store: MetadataStore, db: PgDatabase, **config: Any) -> tuple[str,
     return rec.id, svc.connector_for(rec)
 
 
+async def _discovered_once(
+    store: MetadataStore, db: PgDatabase
+) -> tuple[str, Any, DiscoveryEngine]:
+    """:data:`SCHEMA` in ``db``, registered and discovered once into ``store``."""
+    db.execute(SCHEMA)
+    source_id, conn = _register(store, db)
+    engine = DiscoveryEngine(store)
+    await engine.run(source_id, conn)
+    return source_id, conn, engine
+
+
 def _structure(t: TableInfo) -> dict[str, Any]:
     return t.model_dump(exclude={"row_estimate", "size_bytes"})
 
@@ -131,10 +142,7 @@ async def test_rediscovery_skips_unchanged_and_rebuilds_changed(
 async def test_new_and_dropped_tables_next_to_skipped_ones(
     store: MetadataStore, pg_db: PgDatabase
 ) -> None:
-    pg_db.execute(SCHEMA)
-    source_id, conn = _register(store, pg_db)
-    engine = DiscoveryEngine(store)
-    await engine.run(source_id, conn)
+    source_id, conn, engine = await _discovered_once(store, pg_db)
     pg_db.execute("CREATE TABLE fresh (id int); DROP TABLE other")
     run = await engine.run(source_id, conn)
     assert (run.counters["added"], run.counters["removed"]) == (1, 1)
@@ -259,3 +267,20 @@ async def test_signatures_are_stored_updated_and_cleared(
     state = store.load_table_state(rec.id)
     assert state[users.key].signature is None
     assert state[orders.key].signature == "b" * 32  # same record: its signature still holds
+
+
+async def test_renaming_a_referenced_column_rebuilds_the_referencing_table(
+    store: MetadataStore, pg_db: PgDatabase
+) -> None:
+    # The connector resolves referenced column names itself: the referencing table's
+    # signature must still change when only the referenced table was altered.
+    source_id, conn, engine = await _discovered_once(store, pg_db)
+    pg_db.execute("ALTER TABLE parent RENAME COLUMN id TO pid")
+    run = await engine.run(source_id, conn)
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.counters["changed"] == 2
+    events = store.list_drift(source_id, run_id=run.run_id)
+    assert {e.table.rsplit(".", 1)[-1] for e in events} == {"parent", "child"}
+    (child,) = [t for t in store.list_tables(source_id, limit=100) if t.name == "child"]
+    assert child.foreign_keys[0].ref_columns == ("pid",)
+    await _assert_store_matches_a_full_discovery(store, source_id, pg_db)

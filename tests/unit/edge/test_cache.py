@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from datawave.datasource.edge.cache import DATABASES, EdgeCache, OutboxEntry
@@ -38,6 +39,26 @@ def test_get_many_keeps_request_order_and_marks_missing_keys(cache: EdgeCache) -
     assert cache.get_many("health", ["k3", "k1", "k3"]) == [3, 1, 3]
     assert cache.get_many("health", ["k4", "nope", "k0"]) == [4, None, 0]
     assert cache.get_many("health", []) == []
+    # bytes keys take the one-pass path; a missing one falls back to key by key
+    assert cache.get_many("health", [b"k2", b"k0"]) == [2, 0]
+    assert cache.get_many("health", iter([b"k2", b"gone", "k1"])) == [2, None, 1]
+
+
+def test_stored_bytes_are_msgpack_as_the_gateway_reads_them(cache: EdgeCache) -> None:
+    """The outbox ships records as stored and the core decodes them with msgpack; caches
+    written by msgpack's Packer (earlier versions) read back the same."""
+    record = {"kind": "health", "source_id": "s1", "at": 1.5, "report": {"state": "up"},
+              "n": 2**40, "raw": b"\x01", "none": None}  # fmt: skip
+    (seq,) = cache.outbox_append([record])
+    ((_, raw),) = cache.outbox_read_raw(0, 1)
+    stored = {**record, "seq": seq, "rid": f"n1:{seq}"}
+    assert msgpack.unpackb(raw) == stored
+    assert raw == msgpack.packb(stored, use_bin_type=True)
+
+    old = {"table": "orders", "cols": ["id"], "rows": 3}
+    with cache._env.begin(write=True) as txn:
+        txn.put(b"legacy", msgpack.packb(old, use_bin_type=True), db=cache._dbs["snapshots"])
+    assert cache.get_many("snapshots", [b"legacy"]) == [old]
 
 
 def test_iter_walks_a_prefix_in_key_order_across_batches(cache: EdgeCache) -> None:

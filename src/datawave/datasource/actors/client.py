@@ -137,14 +137,20 @@ class Client:
         self._jobs = ray.get_actor(JOBS_NAME, namespace=ns)
         topo: Any = ray.get(self._jobs.topology.remote())
         self.shards: int = topo["shards"]
-        self._owners: RayOwnerDirectory = RayOwnerDirectory(ns)
+        #: Owner processes the shards are spread over (older cores: one per shard).
+        self.processes: int = int(topo.get("processes", self.shards))
+        self._owners: RayOwnerDirectory = RayOwnerDirectory(ns, self.processes)
         # Reads only, no sealer. The core reports its store with the password masked: the
         # password comes from this process's own settings (DATAWAVE_STORE_URL) or password file.
         url = store_url_for(topo["store_url"], settings, os.environ)
         self.store: MetadataStore = MetadataStore(url)
 
     def _call(self, shard: int, method: str, *args: Any) -> Any:
-        return _unwrap(lambda: ray.get(getattr(self._owners.handle(shard), method).remote(*args)))
+        return _unwrap(lambda: ray.get(self._owners.ref(shard, method, *args)))
+
+    def owner_actor(self, shard: int) -> Any:
+        """The Ray actor of the owner process that hosts ``shard`` (e.g. to kill it in a test)."""
+        return self._owners.handle(shard)
 
     def _resolve(self, ref: str) -> SourceRecord:
         return self.store.get_source(ref)

@@ -8,6 +8,7 @@ and a name, in the factory style of ``factory.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -19,11 +20,18 @@ from ray.util.metrics import Gauge
 from datawave.datasource.actors.payload import local_settings, remote_settings
 from datawave.datasource.config import DatawaveSettings
 from datawave.datasource.errors import DatawaveError
-from datawave.datasource.models import Event, RunSummary, TestReport
+from datawave.datasource.models import Event, HealthReport, RunSummary, TestReport
 
 __all__ = ["GATEWAY_NAME", "EdgeRouter", "FleetMetrics", "GatewayActor", "deploy_gateway"]
 
-GATEWAY_NAME = "datawave-edge-gateway"
+#: The gateway is hosted by the core-services actor (``factory.CORE_NAME``), under its name.
+GATEWAY_NAME = "datawave-core"
+#: How long an edge call may take beyond the edge's own limits before the caller gives up.
+GATEWAY_GRACE_S = 30.0
+#: What ``check_health`` on an edge may take: seconds per check and checks at once. They mirror
+#: ``edge/protocol.py``, which this layer cannot import (a unit test keeps them equal).
+HEALTH_TIMEOUT_S = 10.0
+HEALTH_CONCURRENCY = 8
 
 
 class FleetMetrics:
@@ -84,6 +92,14 @@ class GatewayActor:
         run: RunSummary = await self.gateway.discover(site, source_id, job_id=job_id)
         return run
 
+    async def check_health(
+        self, site: str, source_ids: list[str], timeouts: list[float] | None = None
+    ) -> list[HealthReport]:
+        reports: list[HealthReport] = await self.gateway.check_health(
+            site, source_ids, timeouts=timeouts
+        )
+        return reports
+
     async def command(self, site: str, kind: str, args: dict[str, Any]) -> str:
         cid: str = await self.gateway.command(site, kind, args)
         return cid
@@ -122,6 +138,20 @@ class EdgeRouter:
     async def discover(self, site: str, source_id: str, job_id: str | None = None) -> RunSummary:
         run: RunSummary = await self._gateway().discover.remote(site, source_id, job_id)
         return run
+
+    async def check_health(
+        self, site: str, source_ids: list[str], timeouts: list[float] | None = None
+    ) -> list[HealthReport]:
+        """Health checks on the edge now; one report per id (``unknown`` when it is offline).
+
+        Bounded: the gateway gives up on a silent edge after the checks' timeouts, and this
+        call after that plus :data:`GATEWAY_GRACE_S` (a gateway that does not answer).
+        """
+        waves = -(-len(source_ids) // HEALTH_CONCURRENCY)
+        limit = max(timeouts or [HEALTH_TIMEOUT_S]) * waves + GATEWAY_GRACE_S
+        ref = self._gateway().check_health.remote(site, source_ids, timeouts)
+        reports: list[HealthReport] = await asyncio.wait_for(ref, timeout=limit)
+        return reports
 
 
 def deploy_gateway(

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +45,8 @@ class HealthScheduler:
     store: the metadata store (this class is its only writer of health tables).
     metrics: where to record; a private registry by default.
     publisher: alert publisher; default: NATS at ``settings.nats.url`` when set.
+    after_pass: called with the summary of every pass that checked something (the hosting
+        process uses it to give memory back after a large one).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class HealthScheduler:
         *,
         metrics: Metrics | None = None,
         publisher: Publisher | None = None,
+        after_pass: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = (
             settings
@@ -83,6 +86,7 @@ class HealthScheduler:
         self._evaluated = 0.0
         self.last_sweep: dict[str, Any] = {}
         self.ticks = 0
+        self.after_pass = after_pass
 
     def _emit(self, event: Event) -> None:
         self.events.append(event)
@@ -139,6 +143,12 @@ class HealthScheduler:
         return summary
 
     async def _pass(self, *, all_: bool) -> dict[str, Any]:
+        summary = await self._checked_pass(all_=all_)  # its reports are garbage once it returns
+        if self.after_pass is not None and summary["checked"]:
+            self.after_pass(summary)
+        return summary
+
+    async def _checked_pass(self, *, all_: bool) -> dict[str, Any]:
         async with self._lock:
             due = self.engine.due(all_=all_)
             if not due:

@@ -81,15 +81,25 @@ class SourceOwner:
         settings: Mapping[str, Any] | DatawaveSettings,
         *,
         environ: Mapping[str, str] | None = None,
+        store: MetadataStore | None = None,
+        registry: ConnectorRegistry | None = None,
     ) -> None:
+        """Args:
+        shard: the logical shard this owner answers for (``owner_shard`` of its sources).
+        environ: this process's environment (the ``env`` KEK provider, ``env:`` references).
+        store: a sealed store shared by the owners of one process (default: its own);
+            a shared store is closed by whoever opened it, not by :meth:`close`.
+        registry: the connector plugins, shared likewise.
+        """
         self.settings = (
             settings
             if isinstance(settings, DatawaveSettings)
             else DatawaveSettings.model_validate(settings)
         )
         self.shard = shard
-        self.store = open_store(self.settings, environ=environ)
-        self.registry = ConnectorRegistry()
+        self._owns_store = store is None
+        self.store = store if store is not None else open_store(self.settings, environ=environ)
+        self.registry = registry if registry is not None else ConnectorRegistry()
         self.resolver = SecretResolver(environ=environ)  # secret references resolve only here
         self.sources = SourceService(self.store, self.registry, shards=self.settings.owners.shards,
                                      resolver=self.resolver)  # fmt: skip
@@ -263,12 +273,15 @@ class SourceOwner:
         Sources sharing a target (same server, database and credentials) share one probe
         connection; probes are bounded per target host and per shard, and each check by its
         timeout (``timeouts``, else the source's ``health.timeout_s`` label or the setting).
+        Sources with an ``edge_site`` are checked on their edge, one request per site, at the
+        same time as the core's probes (the core cannot open their secrets).
         """
         found = await asyncio.to_thread(self.store.list_sources, ids=list(source_ids))
         by_id = {r.id: r for r in found}
         now = datetime.now(UTC)
         out: dict[int, HealthReport] = {}
         todo: list[tuple[int, SourceRecord, float]] = []
+        on_edge: dict[str, list[tuple[int, SourceRecord, float]]] = defaultdict(list)
         for i, sid in enumerate(source_ids):
             rec = by_id.get(sid)
             if rec is None or rec.owner_shard != self.shard:
@@ -282,11 +295,17 @@ class SourceOwner:
                 )
                 continue
             limit = timeouts[i] if timeouts else source_policy(rec, self.settings.health).timeout_s
-            todo.append((i, rec, limit))
-        await self._audit_health_credentials([r for _, r, _ in todo])
-        reports = await self.probes.check_many([r for _, r, _ in todo], [t for _, _, t in todo])
+            (on_edge[rec.edge_site] if rec.edge_site else todo).append((i, rec, limit))
+        await self._audit_health_credentials([r for _, r, _ in todo])  # edges audit their own
+        reports, *edge_parts = await asyncio.gather(
+            self.probes.check_many([r for _, r, _ in todo], [t for _, _, t in todo]),
+            *(self._check_on_edge(site, items) for site, items in on_edge.items()),
+        )
         for (i, _, _), rep in zip(todo, reports, strict=True):
             out[i] = rep
+        for items, part in zip(on_edge.values(), edge_parts, strict=True):
+            for (i, _, _), rep in zip(items, part, strict=True):
+                out[i] = rep
         if self.on_checks is not None and todo:
             try:
                 self.on_checks([r for _, r, _ in todo], reports)
@@ -294,8 +313,30 @@ class SourceOwner:
                 log.exception("recording health metrics failed")
         return [out[i] for i in range(len(source_ids))]
 
+    async def _check_on_edge(
+        self, site: str, items: list[tuple[int, SourceRecord, float]]
+    ) -> list[HealthReport]:
+        """Health checks of one edge site's sources, run there; ``unknown`` (with the reason)
+        when the edge cannot be asked or does not answer in time."""
+        ids = [r.id for _, r, _ in items]
+        try:
+            if self.edge_router is None:
+                raise DatawaveError("no edge gateway in this process")
+            reports = list(await self.edge_router.check_health(site, ids, [t for _, _, t in items]))
+            if [r.source_id for r in reports] != ids:
+                raise DatawaveError("the gateway answered for other sources")
+            return reports
+        except Exception as exc:  # one report per id, never an exception
+            why = "the edge gateway did not answer in time" if isinstance(exc, TimeoutError) \
+                else str(exc) or type(exc).__name__  # fmt: skip
+            log.warning("owner %s: health checks on edge site %s failed: %s", self.shard, site, why)
+            now = datetime.now(UTC)
+            return [HealthReport(source_id=sid, state=HealthState.UNKNOWN, checked_at=now,
+                                 error=f"runs on edge site {site}: {why}") for sid in ids]  # fmt: skip
+
     async def close(self) -> None:
         for sid in list(self._connectors):
             await self._drop_connector(sid)
         await self.probes.close()
-        self.store.close()
+        if self._owns_store:
+            self.store.close()

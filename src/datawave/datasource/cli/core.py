@@ -1,8 +1,15 @@
 """Starting and stopping the local core: a Ray head, the owner actors, Serve, the NATS hub.
 
-The Ray head runs as ``ray start --head --block`` in its own process group, so ``down`` stops
-exactly the processes ``up`` started and never another Ray on the machine. Token auth is on: the
-token lives in ``<data_dir>/ray_token`` (0600) and every client is pointed at it.
+The Ray head runs in its own process group, so ``down`` stops exactly the processes ``up``
+started and never another Ray on the machine: a small supervisor (:data:`SUPERVISOR`) runs
+``ray start --head`` and stays as the parent of every head process. Token auth is on: the token
+lives in ``<data_dir>/ray_token`` (0600) and every client is pointed at it.
+
+A one-machine head starts only what a single node uses (``actors/README.md``, "Process
+layout"): no autoscaler monitor (nothing to scale), no log monitor (drivers run with
+``log_to_driver=False``; worker logs stay in the session's log files, which the dashboard
+shows), no Ray Client server (datawave never uses ``ray://``; ``ray.client_server`` keeps it),
+every process with ``MALLOC_ARENA_MAX`` = ``ray.malloc_arena_max``.
 
 API auth is on by default too. On the first start (no API key in the store yet) ``up`` creates
 a global ``admin`` key named ``bootstrap-admin`` and writes its token to ``<data_dir>/admin.key``
@@ -36,12 +43,45 @@ __all__ = [
     "core_down",
     "core_up",
     "ray_head_command",
+    "ray_head_env",
     "ray_token_env",
     "read_state",
 ]
 
 CoreState = dict[str, Any]
 ADMIN_KEY_FILE = "admin.key"
+
+#: The parent of the head's processes: runs ``ray start --head`` (the arguments after ``--``),
+#: which returns once the head is up, and stays as a child subreaper, so every process Ray
+#: started is re-parented to it and the head stays one tree under one pid: ~11 MB instead of
+#: the ~150 MB Python process ``ray start --block`` keeps. It exits when the last head process
+#: is gone. With ``--stop-client-server`` it then stops the Ray Client server that ``ray start``
+#: always starts (``ray.client_server``).
+SUPERVISOR = """\
+import ctypes, os, signal, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+opts, cmd = sys.argv[1:sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1:]
+rc = subprocess.call(cmd)
+if rc:
+    sys.exit(rc)
+if "--stop-client-server" in opts:  # our children now: ray start has exited
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                ppid = fh.read().rsplit(")", 1)[1].split()[1]
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\\0")
+        except OSError:
+            continue
+        if ppid == me and b"ray.util.client.server" in argv:
+            os.kill(int(pid), signal.SIGTERM)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        sys.exit(0)
+"""
 
 
 def free_port() -> int:
@@ -62,25 +102,37 @@ def ray_token_env(settings: DatawaveSettings) -> dict[str, str]:
 
 
 def ray_head_command(settings: DatawaveSettings, *, port: int, dashboard_port: int) -> list[str]:
-    """``ray start --head`` for ``datawave up``: every listener on ``ray.bind_host``.
+    """The supervised ``ray start --head`` of ``datawave up``: every listener on ``ray.bind_host``.
 
     With a loopback ``bind_host`` (the default) the environment from :func:`ray_token_env`
     puts Ray in single-machine mode, so the GCS, raylet, object manager, workers, dashboard
     agent, metrics exporter and Ray Client server listen on 127.0.0.1 only; the dashboard
     listens on ``ray.dashboard_host``. Token auth (``RAY_AUTH_MODE=token``) guards them all.
+    No autoscaler monitor, no log monitor and (unless ``ray.client_server``) no Ray Client
+    server: see the module docstring.
     """
     ray_bin = Path(sys.executable).with_name("ray")
+    stop = [] if settings.ray.client_server else ["--stop-client-server"]
     cmd = [
+        sys.executable, "-I", "-S", "-c", SUPERVISOR, *stop, "--",
         str(ray_bin if ray_bin.exists() else shutil.which("ray") or "ray"),
-        "start", "--head", "--block", f"--port={port}",
+        "start", "--head", f"--port={port}",
         f"--node-ip-address={settings.ray.bind_host}",
         f"--dashboard-host={settings.ray.dashboard_host}", f"--dashboard-port={dashboard_port}",
         f"--include-dashboard={'true' if settings.ray.include_dashboard else 'false'}",
-        "--disable-usage-stats",
+        "--disable-usage-stats", "--no-monitor", "--include-log-monitor=false",
     ]  # fmt: skip
     if settings.ray.num_cpus:
         cmd.append(f"--num-cpus={settings.ray.num_cpus}")
     return cmd
+
+
+def ray_head_env(settings: DatawaveSettings) -> dict[str, str]:
+    """What the head's processes (and so every Ray worker) get on top of this environment."""
+    env = {**ray_token_env(settings), "RAY_USAGE_STATS_ENABLED": "0"}
+    if settings.ray.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = str(settings.ray.malloc_arena_max)
+    return env
 
 
 def check_keys(settings: DatawaveSettings) -> None:
@@ -104,6 +156,16 @@ def read_state(settings: DatawaveSettings) -> CoreState | None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -184,7 +246,7 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     check_keys(settings)
     bootstrap_admin_key(settings)
-    env = {**os.environ, **ray_token_env(settings), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **ray_head_env(settings)}
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     port = settings.ray.port or free_port()
@@ -205,9 +267,13 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
         apply_ray_auth(ray_token_env(settings))
 
         ray.init(address=address, namespace=settings.ray.namespace, log_to_driver=False)
-        handles = factory.deploy(settings, detached=True)
+        from datawave.datasource.edge.hub import build_gateway, start_hub
+        from datawave.datasource.serve.events import EventHub
+
+        hub = start_hub(settings)  # the NATS hub first: the core hosts the edge gateway
+        handles = factory.deploy(settings, detached=True, hub=EventHub,
+                                 gateway=(hub, build_gateway))  # fmt: skip
         pings = factory.wait_ready(handles)
-        hub = _start_edge(settings)
         from datawave.datasource.serve import front as mtls_front
 
         api_settings = mtls_front.with_front_key(settings)  # replicas trust the front's key
@@ -245,20 +311,6 @@ def core_up(settings: DatawaveSettings, *, echo: Any = print, api: bool = True) 
     elif settings.auth.enabled:
         echo("API auth is on: use an API key (`datawave apikeys create`) as DATAWAVE_API_KEY")
     return state
-
-
-def _start_edge(settings: DatawaveSettings) -> dict[str, Any]:
-    """The NATS hub (embedded unless ``settings.nats.url``) and the edge gateway actor."""
-    from datawave.datasource.actors.gateway import deploy_gateway
-    from datawave.datasource.edge.hub import build_gateway, start_hub
-
-    hub = start_hub(settings)
-    try:
-        deploy_gateway(settings, hub, build_gateway)
-    except BaseException:
-        _stop_edge(hub)
-        raise
-    return hub
 
 
 def _stop_edge(state: dict[str, Any]) -> None:
@@ -308,7 +360,7 @@ def core_down(settings: DatawaveSettings) -> bool:
     if not state:
         return False
     pid = int(state.get("ray_pid", 0))
-    if pid and _alive(pid):
+    if pid and (_alive(pid) or _group_alive(pid)):  # head processes outlive a killed supervisor
         _kill_group(pid)
     _stop_front(state)
     _stop_edge(state)

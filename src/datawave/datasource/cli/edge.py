@@ -4,8 +4,11 @@ the agent on an edge node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -274,42 +277,119 @@ def edge_show(source: str, state_dir: StateDirOpt = None, json_out: JsonOpt = Fa
 @edge_app.command("run")
 def edge_run(
     state_dir: StateDirOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Run discoveries on a local Ray")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Run discoveries on Ray")] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="With --full: attach to this Ray (default: "
+                                           "edge.ray_address, else start a local one)"),
+    ] = None,
     health_interval: Annotated[
         float | None, typer.Option("--health-interval", help="Seconds between health rounds")
     ] = 60.0,
-) -> None:
+) -> None:  # fmt: skip
     """Run this node's agent in the foreground (what the systemd unit starts)."""
+    from datawave.datasource.edge.node import read_node
     from datawave.datasource.edge.run import run_agent
 
-    root = _state_dir(load_settings(), state_dir)
-    runner = _ray_discover_runner() if full else None
+    logging.basicConfig(level=os.environ.get("DATAWAVE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    settings = load_settings()
+    root = _state_dir(settings, state_dir)
     try:
+        runner = None
+        if full:
+            read_node(root)  # not a node: the same error as a light agent's, before Ray starts
+            runner = start_ray_runner(root, ray_address or settings.edge.ray_address)
         asyncio.run(run_agent(root, health_interval_s=health_interval, discover_runner=runner,
                               mode="full" if full else "light", environ=os.environ))  # fmt: skip
     except DatawaveError as exc:
         _fail(exc)
+    finally:
+        if full:
+            _stop_ray()
 
 
-def _ray_discover_runner() -> Any:
-    """Full agents: each discovery runs as a task on a local Ray (started on first use)."""
+# -- full agents: discoveries on Ray ---------------------------------------------------------
+#: The namespace of an edge's Ray jobs (a shared cluster keeps them apart from the core's).
+EDGE_RAY_NAMESPACE = "datawave-edge"
+
+
+def start_ray_runner(root: Path, address: str | None = None) -> Any:
+    """Join Ray for a full agent and return its discover runner (an ``edge.agent.DiscoverRunner``).
+
+    With no ``address`` (the default for a site) a local Ray starts now, before the agent:
+    single-machine mode (every listener on 127.0.0.1), token auth with a token in
+    ``<root>/ray_token`` (0600, made on first use), no dashboard, one CPU left to the agent.
+    With ``address`` the agent attaches to that cluster; its token comes from the environment
+    (``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN_PATH``) like any Ray client's.
+
+    Raises:
+        EdgeError: Ray did not start or the cluster did not answer.
+    """
     import ray
 
-    def discover_remote(type_: str, config: Mapping[str, Any]) -> Any:
-        from datawave.datasource.connectors import ConnectorRegistry
+    from datawave.datasource.actors.client import apply_ray_auth
+    from datawave.datasource.actors.raynet import LOCAL_ONLY_ENV
+    from datawave.datasource.errors import EdgeError
 
-        async def go() -> Any:
-            async with ConnectorRegistry().create(type_, config) as conn:
-                return await conn.discover()
-
-        return asyncio.run(go())
-
-    remote = ray.remote(num_cpus=1, max_retries=2)(discover_remote)
+    try:
+        if address:
+            ray.init(address=address, namespace=EDGE_RAY_NAMESPACE, log_to_driver=False)
+        else:
+            apply_ray_auth({"RAY_AUTH_MODE": "token", LOCAL_ONLY_ENV: "0",
+                            "RAY_AUTH_TOKEN_PATH": str(_ray_token(root))})  # fmt: skip
+            ray.init(address="local", namespace=EDGE_RAY_NAMESPACE, include_dashboard=False,
+                     log_to_driver=False, num_cpus=max(1, (os.cpu_count() or 2) - 1))  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+        what = f"reach Ray at {address}" if address else "start a local Ray"
+        raise EdgeError(f"full agent: cannot {what}: {exc}") from exc
+    log = logging.getLogger(__name__)
+    where = address or "a local Ray (127.0.0.1, token auth)"
+    log.info("full agent: discoveries run on %s, node %s", where,
+             ray.get_runtime_context().get_node_id())  # fmt: skip
+    task = ray.remote(num_cpus=1, max_retries=2)(_discover_task)
 
     async def runner(type_: str, config: Mapping[str, Any]) -> Any:
-        if not ray.is_initialized():
-            ray.init(namespace="datawave-edge", include_dashboard=False, log_to_driver=False,
-                     num_cpus=max(1, (os.cpu_count() or 2) - 1))  # fmt: skip
-        return await remote.remote(type_, dict(config))
+        ref = task.remote(type_, dict(config))
+        try:
+            result = await ref
+            log.info("full agent: %s discovery ran as Ray task %s", type_, ref.task_id().hex())
+            return result
+        except ray.exceptions.RayTaskError as exc:  # the connector's own error, as it raised it
+            if isinstance(exc.cause, DatawaveError):
+                raise exc.cause from None
+            raise EdgeError(
+                f"discovery task failed: {type(exc.cause).__name__}: {exc.cause}"
+            ) from None
+        except ray.exceptions.RayError as exc:  # a worker or the cluster went away
+            raise EdgeError(f"Ray could not run the discovery: {type(exc).__name__}") from None
 
     return runner
+
+
+def _discover_task(type_: str, config: Mapping[str, Any]) -> Any:
+    """Runs in a Ray worker: one connector discovery, in its own event loop."""
+    from datawave.datasource.connectors import ConnectorRegistry
+
+    async def go() -> Any:
+        async with ConnectorRegistry().create(type_, config) as conn:
+            return await conn.discover()
+
+    return asyncio.run(go())
+
+
+def _ray_token(root: Path) -> Path:
+    path = root / "ray_token"
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    return path
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # a local Ray stops with it; an attached cluster carries on

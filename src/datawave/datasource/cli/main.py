@@ -146,7 +146,9 @@ def deploy(json_out: JsonOpt = False) -> None:
     except ConnectionError as exc:
         _fail(DatawaveError(f"cannot join the Ray cluster: {exc}"))
     try:
-        pings = factory.wait_ready(factory.deploy(settings, detached=True))
+        from datawave.datasource.serve.events import EventHub
+
+        pings = factory.wait_ready(factory.deploy(settings, detached=True, hub=EventHub))
     except DatawaveError as exc:
         _fail(exc)
     if json_out:
@@ -424,9 +426,13 @@ def health(
     if sweep:
         import ray
 
+        from datawave.datasource import connect
         from datawave.datasource.actors.factory import HEALTH_NAME
 
-        sched = ray.get_actor(HEALTH_NAME, namespace=client.settings.ray.namespace)
+        # A sweep is an operator action on the core's scheduler: through Ray even when the
+        # other commands go through the running API (whose client has no Ray handle).
+        core = client if hasattr(client, "settings") else connect()
+        sched = ray.get_actor(HEALTH_NAME, namespace=core.settings.ray.namespace)
         done: Any = ray.get(sched.sweep.remote())
         if not json_out:
             console.print(

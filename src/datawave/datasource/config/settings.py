@@ -60,6 +60,18 @@ class RaySettings(_Section):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(0, ge=0, le=65535)
     include_dashboard: bool = True
+    client_server: bool = Field(
+        False,
+        description="Keep the Ray Client server (ray://, port 10001) `ray start` always starts; "
+        "datawave never uses it, so `datawave up` stops it",
+    )
+    malloc_arena_max: int | None = Field(
+        2,
+        ge=1,
+        le=64,
+        description="MALLOC_ARENA_MAX for every process of the head `datawave up` starts: "
+        "2 keeps each worker's heap small; None leaves glibc's default (8 per core)",
+    )
     bind_host: str = Field(
         "127.0.0.1",
         description="Address `datawave up` binds Ray's GCS, raylet, workers and agents to; "
@@ -71,6 +83,14 @@ class OwnerSettings(_Section):
     """Topology of the SourceOwner shards (see actors/topology.yaml)."""
 
     shards: int = Field(4, ge=1, le=4096)
+    processes: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Owner processes (Ray actors) the shards are spread over: 0 = none, the "
+        "core-services process hosts every shard (one machine); P >= 1 = P processes of their "
+        "own, shard s in process s % P, never more than shards (a cluster: one per shard)",
+    )
     num_cpus: float = Field(0.0, ge=0)
     memory_mb: int | None = Field(None, ge=64)
     max_concurrency: int = Field(256, ge=1)
@@ -79,6 +99,11 @@ class OwnerSettings(_Section):
     max_restarts: int = Field(-1, ge=-1)
     max_task_retries: int = Field(3, ge=-1)
     job_concurrency: int = Field(16, ge=1, description="Discoveries in flight per bulk job")
+
+    @property
+    def process_count(self) -> int:
+        """Owner processes of their own: ``processes``, but never more than ``shards``."""
+        return min(self.processes, self.shards)
 
 
 class DiscoverySettings(_Section):
@@ -202,6 +227,12 @@ class EdgeSettings(_Section):
     site: str | None = None
     node: str | None = None
     cache_dir: Path | None = None
+    ray_address: str | None = Field(
+        None, description="Full agents: attach to this Ray (host:port); None starts a local one"
+    )
+    job_wait_s: float = Field(
+        86400.0, gt=0, description="How long a bulk job waits for an edge discovery's result"
+    )
 
 
 #: What an alert rule can watch, and the unit of its ``threshold``.

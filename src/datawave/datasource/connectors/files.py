@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import importlib.util
 import io
 import logging
 import os
@@ -37,14 +38,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, count
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.dataset as pa_ds
-import pyarrow.fs as pa_fs
-import pyarrow.json as pa_json
-import pyarrow.parquet as pa_pq
 from pydantic import Field, field_validator
 
 from datawave.datasource.connectors.base import Connector, ConnectorConfig, run_blocking
@@ -61,6 +56,16 @@ from datawave.datasource.models import (
     TableKind,
     TestReport,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow and its dataset/parquet/csv/json modules (~70 MB resident; ~25 MB in a Ray worker,
+# where Ray imports pyarrow's core itself) are imported by the reads that need them, not with
+# this module: a process that never reads files does not pay for them. A missing pyarrow still
+# disables the plugin at load time, as the registry expects.
+if importlib.util.find_spec("pyarrow") is None:
+    raise ImportError("No module named 'pyarrow'", name="pyarrow")
 
 __all__ = ["DataFile", "FileLayout", "FilesConfig", "FilesConnector", "TableSource", "scan_tree"]
 
@@ -479,11 +484,16 @@ class _Reader:
         self.sample_bytes = config.sample_bytes
 
     def parquet(self, rel: str, reads: _Reads) -> tuple[pa.Schema, int]:
+        import pyarrow.parquet as pa_pq
+
         reads.count += 1
         meta = pa_pq.read_metadata(self.root / rel)
         return meta.schema.to_arrow_schema(), meta.num_rows
 
     def sample(self, rel: str, fmt: FileFormat, reads: _Reads) -> _Sample:
+        import pyarrow.csv as pa_csv
+        import pyarrow.json as pa_json
+
         reads.count += 1
         with open(self.root / rel, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -520,6 +530,9 @@ class _Reader:
 
     def partitions(self, src: TableSource) -> list[pa.Field]:
         """Partition columns as pyarrow's hive discovery types them, from the paths alone."""
+        import pyarrow.dataset as pa_ds
+        import pyarrow.fs as pa_fs
+
         options = pa_ds.FileSystemFactoryOptions(partition_base_dir=str(self.root / src.rel))
         options.partitioning_factory = pa_ds.HivePartitioning.discover()
         factory = pa_ds.FileSystemDatasetFactory(
@@ -590,6 +603,8 @@ class _Reader:
 
 
 def _unify(schemas: list[pa.Schema], rel: str, warnings: list[str]) -> pa.Schema:
+    import pyarrow as pa
+
     if len(schemas) == 1:
         return schemas[0]
     try:
@@ -615,6 +630,8 @@ def _columns(fields: Iterable[pa.Field], *, inferred: bool, start: int = 1) -> l
 
 
 def _is_list(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return bool(
         pa.types.is_list(t)
         or pa.types.is_large_list(t)

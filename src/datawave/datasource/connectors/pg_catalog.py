@@ -123,19 +123,22 @@ GROUP BY e.enumtypid
 """
 
 #: Primary keys, unique and foreign keys: ``conrelid, name, contype, conkey, ref schema,
-#: ref table, ref column names, on update, on delete``. ``conkey`` is resolved to names by the
-#: connector; referenced columns are resolved here because the referenced table may sit in a
-#: schema discovery does not read. The copies PostgreSQL adds on the referenced side of a
-#: partitioned table (same ``conrelid`` as their parent constraint) are internal and skipped.
+#: ref table, ref column names, on update, on delete, confrelid, confkey``. ``conkey`` is
+#: resolved to names by the connector, and so is ``confkey`` when the referenced table sits in a
+#: schema being read (its columns come with :data:`COLUMNS`); only the names of columns in
+#: other schemas are looked up here (a correlated sub-select per such key, which costs more
+#: than the rest of the query when run for every key). The copies PostgreSQL adds on the
+#: referenced side of a partitioned table (same ``conrelid`` as their parent constraint) are
+#: internal and skipped.
 CONSTRAINTS: Final = f"""
 SELECT k.conrelid, k.conname, k.contype, k.conkey,
        fn.nspname, fc.relname,
-       CASE WHEN k.contype = 'f' THEN ARRAY(
+       CASE WHEN k.contype = 'f' AND fn.nspname <> ALL(%(schemas)s) THEN ARRAY(
            SELECT fa.attname::text
            FROM pg_catalog.unnest(k.confkey) WITH ORDINALITY AS u(attnum, ord)
            JOIN pg_catalog.pg_attribute fa ON fa.attrelid = k.confrelid AND fa.attnum = u.attnum
            ORDER BY u.ord) END,
-       k.confupdtype, k.confdeltype
+       k.confupdtype, k.confdeltype, k.confrelid, k.confkey
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -279,7 +282,7 @@ def read_tables(
     enums: Iterable[Row],
     constraints: Iterable[Row],
     indexes: Iterable[Row],
-    statistics: Iterable[Row],
+    statistics: Iterable[Row] | Callable[[], Iterable[Row]],
     *,
     table_filter: Callable[[str, str], bool],
     known: Mapping[str, str] | None = None,
@@ -296,7 +299,8 @@ def read_tables(
     Args:
         database: the database the rows come from.
         relations, columns, enums, constraints, indexes, statistics: rows of the queries of the
-            same name, in their column order.
+            same name, in their column order; ``statistics`` may be a callable returning them,
+            called once every record is built (their query may still be running till then).
         table_filter: ``(schema, table) -> keep``; rows of dropped tables are ignored.
         known: qualified name -> signature stored by the previous discovery.
     """
@@ -304,18 +308,24 @@ def read_tables(
     for rel in relations:
         if table_filter(rel[1], rel[2]):
             rels[rel[0]] = rel
+    constraints = list(constraints)
+    # Referenced tables whose column names the query left to us (they are in ``columns``).
+    referenced = {row[9] for row in constraints if row[2] == "f" and row[6] is None}
+    ref_names: dict[tuple[int, int], str] = {}
     cols: dict[int, list[Row]] = {oid: [] for oid in rels}
     for row in columns:
         bucket = cols.get(row[0])
         if bucket is not None:
             bucket.append(row)
-    cons = _by_relation(constraints, rels)
+        if row[0] in referenced:
+            ref_names[row[0], row[1]] = row[2]
+    cons = _by_relation(_resolve_references(constraints, ref_names), rels)
     idxs = _by_relation(indexes, rels)
-    stats = {row[0]: row for row in statistics}
     labels: dict[int, list[str]] = dict(enums)
 
     out = CatalogTables()
-    records: list[dict[str, Any]] = []
+    unchanged: list[tuple[str, int, str]] = []
+    built: list[tuple[int, str, dict[str, Any]]] = []
     for oid, rel in rels.items():
         table_cols = cols[oid]
         table_cols.sort(key=_ATTNUM)
@@ -324,14 +334,44 @@ def read_tables(
         signature = _signature(rel, table_cols, table_cons, table_idxs, labels)
         qname = qualified_name(database, rel[1], rel[2])
         if known is not None and known.get(qname) == signature:
-            out.unchanged[qname] = _statistics(rel[3], stats.get(oid))
+            unchanged.append((qname, oid, rel[3]))
             continue
         out.signatures[qname] = signature
-        records.append(
-            _record(database, rel, table_cols, table_cons, table_idxs, labels, stats.get(oid))
+        built.append(
+            (oid, rel[3], _record(database, rel, table_cols, table_cons, table_idxs, labels))
         )
+
+    # Statistics last: a connector may still be reading them while the records were built.
+    stats = {row[0]: row for row in (statistics() if callable(statistics) else statistics)}
+    for qname, oid, relkind in unchanged:
+        out.unchanged[qname] = _statistics(relkind, stats.get(oid))
+    records: list[dict[str, Any]] = []
+    for oid, relkind, table in built:
+        estimate, size = _statistics(relkind, stats.get(oid))
+        if estimate is not None:
+            table["row_estimate"] = estimate
+        if size is not None:
+            table["size_bytes"] = size
+        records.append(table)
     records.sort(key=_TABLE_ORDER)
     out.tables = _TABLES.validate_python(records)
+    return out
+
+
+def _resolve_references(rows: list[Row], names: Mapping[tuple[int, int], str]) -> list[Row]:
+    """Constraint rows as ``conrelid .. on delete``, referenced column names filled in.
+
+    Signatures are taken over these rows, so renaming a referenced column re-signs (and
+    rebuilds) the tables whose foreign keys point at it.
+    """
+    out: list[Row] = []
+    for row in rows:
+        if row[2] == "f" and row[6] is None:
+            relid = row[9]
+            ref_cols = tuple(names.get((relid, n)) or str(n) for n in row[10])
+            out.append((*row[:6], ref_cols, row[7], row[8]))
+        else:
+            out.append(row[:9])
     return out
 
 
@@ -373,9 +413,9 @@ def _record(
     cons: list[Row],
     idxs: list[Row],
     labels: Mapping[int, list[str]],
-    stat: Row | None,
 ) -> dict[str, Any]:
-    """One table as the dict :data:`_TABLES` validates (only non-default keys set)."""
+    """One table as the dict :data:`_TABLES` validates (only non-default keys set), without
+    its statistics (added by :func:`read_tables`)."""
     _, schema, name, relkind, is_partition, comment, view, partkey, bound, psch, pname = rel
     kind = _KINDS[relkind]
     if is_partition and relkind in ("r", "f"):
@@ -458,10 +498,4 @@ def _record(
                 }
             )
         table["indexes"] = indexes
-
-    estimate, size = _statistics(relkind, stat)
-    if estimate is not None:
-        table["row_estimate"] = estimate
-    if size is not None:
-        table["size_bytes"] = size
     return table

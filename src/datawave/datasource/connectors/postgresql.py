@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -548,10 +548,15 @@ class PostgresConnector(Connector):
         scan.schemas = self._schemas(session)
         scan.schemas_complete = True
         params = {"schemas": [s.name for s in scan.schemas]}
+        wait = cfg.step_timeout_s + _SLACK_S
         side: _SnapshotReader | None = None
         if snapshot is not None:
+            # The second connection reads the columns, then the statistics: the main one reads
+            # the rest meanwhile, and the records are built while the statistics still run.
             side = _SnapshotReader(
-                partial(self._open, db, autocommit=False), snapshot, sql.COLUMNS, params
+                partial(self._open, db, autocommit=False),
+                snapshot,
+                [(sql.COLUMNS, params), (sql.STATISTICS, params), (sql.DATABASE_SIZE, None)],
             )
             side.start()
         try:
@@ -559,14 +564,13 @@ class PostgresConnector(Connector):
             enums = session.fetch(sql.ENUMS)
             constraints = session.fetch(sql.CONSTRAINTS, params)
             indexes = session.fetch(sql.INDEXES, params)
-            columns: list[tuple[Any, ...]] | None = None
-            # Before the statistics query, whose failure would end this transaction (and with
-            # it the exported snapshot): the second connection has imported it, or given up.
+            # The main transaction (and with it the exported snapshot) lives on until the
+            # second connection has imported it, or given up.
             if side is None or not side.wait_imported(cfg.connect_timeout_s + _SLACK_S):
                 if side is not None:
                     logger.info(
                         "postgresql discovery of %r: second connection unavailable (%s); "
-                        "reading the columns on the first",
+                        "reading everything on the first",
                         db,
                         self.translate(side.error, database=db).message
                         if side.error is not None
@@ -575,35 +579,54 @@ class PostgresConnector(Connector):
                     scan.queries += side.abandon()
                     side = None
                 columns = session.fetch(sql.COLUMNS, params)
-            statistics: list[tuple[Any, ...]] = []
-            try:
-                statistics = session.fetch(sql.STATISTICS, params)
-                scan.size_bytes = session.fetch(sql.DATABASE_SIZE)[0][0]
-            except psycopg.Error as exc:
-                # Statistics are not structure: keep the tables, say what is missing. Nothing
-                # runs after this point in the (now aborted) transaction.
-                reason = self.translate(exc, database=db).message
-                scan.warnings.append(f"database {db!r}: statistics missing: {reason}")
-            if columns is None:
-                assert side is not None
-                columns = side.result(cfg.step_timeout_s + _SLACK_S)
+                statistics = self._statistics(
+                    scan,
+                    lambda i: (
+                        session.fetch(sql.STATISTICS, params)
+                        if i == 0
+                        else session.fetch(sql.DATABASE_SIZE)
+                    ),
+                )
+            else:
+                reader = side
+                columns = reader.result(wait)
+                statistics = self._statistics(scan, lambda i: reader.result(wait, i + 1))
+            with sql.gc_paused():
+                read = sql.read_tables(
+                    db,
+                    relations,
+                    columns,
+                    enums,
+                    constraints,
+                    indexes,
+                    statistics,
+                    table_filter=cfg.filters.table,
+                    known=known,
+                )
         finally:
             if side is not None:
                 scan.queries += side.abandon()
-        with sql.gc_paused():
-            read = sql.read_tables(
-                db,
-                relations,
-                columns,
-                enums,
-                constraints,
-                indexes,
-                statistics,
-                table_filter=cfg.filters.table,
-                known=known,
-            )
         scan.tables, scan.signatures, scan.unchanged = read.tables, read.signatures, read.unchanged
         scan.tables_complete = True
+
+    def _statistics(
+        self, scan: _DatabaseScan, fetch: Callable[[int], list[tuple[Any, ...]]]
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        """The statistics rows when asked for (``fetch(0)``), the database size (``fetch(1)``)
+        set on ``scan``; a failure is a warning: statistics are not structure."""
+
+        def read() -> list[tuple[Any, ...]]:
+            try:
+                rows = fetch(0)
+                scan.size_bytes = fetch(1)[0][0]
+            except (psycopg.Error, ConnectorTimeout) as exc:
+                # Nothing runs after this point in the (now aborted) transaction.
+                reason = self.translate(exc, database=scan.name).message
+                scan.warnings.append(f"database {scan.name!r}: statistics missing: {reason}")
+                return []
+            return rows
+
+        return read
 
     # -- health ----------------------------------------------------------------------------
 
@@ -675,31 +698,32 @@ class PostgresConnector(Connector):
 
 
 class _SnapshotReader(threading.Thread):
-    """A second connection that imports the main transaction's snapshot and runs one query.
+    """A second connection that imports the main transaction's snapshot and runs queries.
 
-    Runs in its own thread so the query overlaps those of the main connection. It closes its
-    own connection when it is done; :meth:`abandon` asks it to close as soon as its driver call
-    returns, for when the main connection stopped waiting.
+    Runs in its own thread so its queries overlap those of the main connection, one after the
+    other in one transaction; the first that fails ends the sequence (the transaction is
+    aborted). It closes its own connection when it is done; :meth:`abandon` asks it to close as
+    soon as its driver call returns, for when the main connection stopped waiting.
     """
 
     def __init__(
         self,
         open_session: Callable[[], _Session],
         snapshot: str,
-        query: str,
-        params: dict[str, Any],
+        queries: Sequence[tuple[Query, dict[str, Any] | None]],
     ) -> None:
         super().__init__(name="datawave-pg-snapshot-reader", daemon=True)
         self._open_session = open_session
         self._import = pgsql.SQL("SET TRANSACTION SNAPSHOT {}").format(pgsql.Literal(snapshot))
-        self._query = query
-        self._params = params
+        self._queries = list(queries)
         self._imported = threading.Event()
+        self._done = [threading.Event() for _ in self._queries]
         self._lock = threading.Lock()
         self._abandoned = False
         self.session: _Session | None = None
-        self.rows: list[tuple[Any, ...]] | None = None
-        self.error: BaseException | None = None
+        self.rows: list[list[tuple[Any, ...]] | None] = [None] * len(self._queries)
+        self.errors: list[BaseException | None] = [None] * len(self._queries)
+        self.error: BaseException | None = None  # connecting or importing failed
         self.reading = False
 
     def run(self) -> None:
@@ -713,11 +737,20 @@ class _SnapshotReader(threading.Thread):
             session.run(self._import)
             self.reading = True
             self._imported.set()
-            self.rows = session.fetch(self._query, self._params)
+            for i, (query, params) in enumerate(self._queries):
+                try:
+                    self.rows[i] = session.fetch(query, params)
+                except BaseException as exc:
+                    self.errors[i] = exc
+                    return
+                finally:
+                    self._done[i].set()
         except BaseException as exc:
             self.error = exc
         finally:
             self._imported.set()
+            for done in self._done:
+                done.set()
             if session is not None:
                 session.close(wait_s=0)
 
@@ -726,18 +759,20 @@ class _SnapshotReader(threading.Thread):
         self._imported.wait(timeout)
         return self.reading
 
-    def result(self, timeout: float) -> list[tuple[Any, ...]]:
-        """The rows; raises what the query raised, or a timeout."""
-        self.join(timeout)
-        if self.is_alive():
+    def result(self, timeout: float, index: int = 0) -> list[tuple[Any, ...]]:
+        """The rows of query ``index``; raises what it raised, or a timeout."""
+        if not self._done[index].wait(timeout):
             raise ConnectorTimeout(
-                f"the column catalog was not read within {timeout:g}s",
+                f"the catalog query was not read within {timeout:g}s",
                 database=self.session.database if self.session else None,
             )
-        if self.error is not None:
-            raise self.error
-        assert self.rows is not None
-        return self.rows
+        error = self.errors[index] or self.error
+        if error is not None:
+            raise error
+        rows = self.rows[index]
+        if rows is None:  # an earlier query of the sequence failed
+            raise next(e for e in self.errors if e is not None)
+        return rows
 
     def abandon(self) -> int:
         """Stop waiting for this reader; returns the statements it ran (for the count)."""

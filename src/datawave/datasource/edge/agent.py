@@ -14,8 +14,9 @@ agent opens them only right before it connects (:meth:`EdgeAgent._open_config`) 
 
 An agent is an async context manager that owns its tasks (sync, heartbeat, optional health
 loop) and its NATS connection, like nats.py's ``Client``. Nothing here uses Ray: a "full" agent
-gets a ``discover_runner`` that ships the connector call to a local Ray cluster, injected by
-the CLI (the only layer that may import Ray).
+gets a ``discover_runner`` that ships the connector call to Ray (a local instance it starts, by
+default), injected by the CLI (the only layer that may import Ray): ``cli/edge.py``
+``start_ray_runner``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -44,6 +45,8 @@ from datawave.datasource.edge.cache import EdgeCache
 from datawave.datasource.edge.delta import plan_delta
 from datawave.datasource.edge.natsproc import edge_inbox_prefix
 from datawave.datasource.edge.protocol import (
+    HEALTH_CONCURRENCY,
+    HEALTH_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
     BadMessage,
     decode,
@@ -85,6 +88,8 @@ _BASELINE: Final = "base:"
 _RESULT: Final = "result:"
 _BACKOFF_MIN_S: Final = 0.2
 _BACKOFF_MAX_S: Final = 2.0
+#: Commands answered from the present and never recorded as done: a resent one runs again.
+_ANSWER_NOW: Final = frozenset({"test", "check_health"})
 
 #: Runs ``connector.discover()`` somewhere: in this process (default) or on a local Ray.
 DiscoverRunner = Callable[[str, Mapping[str, Any]], Awaitable[DiscoveryResult]]
@@ -260,26 +265,60 @@ class EdgeAgent:
         await self.enqueue([_record("test", src["id"], report=report.model_dump(mode="json"))])
         return report
 
-    async def check_health(self) -> list[HealthReport]:
-        """Check every source once; samples are queued for the core."""
-        reports = []
-        for sid in self.sources.ids():
-            src = self.sources.get(sid)
-            try:
+    async def check_health(
+        self,
+        source_ids: Sequence[str] | None = None,
+        *,
+        timeouts: Sequence[float] | None = None,
+    ) -> list[HealthReport]:
+        """Check sources once (every source by default), concurrently; each sample is queued
+        for the core as well, and one report per id comes back, in order.
+
+        Args:
+            source_ids: The sources to check; an id this edge does not hold reports ``unknown``
+                with the reason.
+            timeouts: Seconds per check, aligned with ``source_ids`` (default
+                :data:`HEALTH_TIMEOUT_S`): a check past it reports ``down``.
+        """
+        ids = list(self.sources.ids() if source_ids is None else source_ids)
+        limits = list(timeouts) if timeouts else [HEALTH_TIMEOUT_S] * len(ids)
+        if len(limits) != len(ids):
+            raise EdgeError("health check: one timeout per source id, or none")
+        gate = asyncio.Semaphore(HEALTH_CONCURRENCY)
+
+        async def one(sid: str, timeout_s: float) -> HealthReport:
+            async with gate:
+                return await self._check_one(sid, timeout_s)
+
+        reports = list(await asyncio.gather(*(one(s, t) for s, t in zip(ids, limits, strict=True))))
+        known = [r for r in reports if r.state is not HealthState.UNKNOWN]
+        if known:
+            await self.enqueue(
+                [_record("health", r.source_id or "", report=r.model_dump(mode="json"))
+                 for r in known]
+            )  # fmt: skip
+        return reports
+
+    async def _check_one(self, source_id: str, timeout_s: float) -> HealthReport:
+        started = datetime.now(UTC)
+        try:
+            src = self.sources.get(source_id)
+        except NotFound:
+            return HealthReport(source_id=source_id, state=HealthState.UNKNOWN, checked_at=started,
+                                error=f"source {source_id} is not on edge site {self.site}")  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
                 async with await self._connector(src, "health") as conn:
                     rep = await conn.check_health()
-            except DatawaveError as exc:
-                rep = HealthReport(state=HealthState.DOWN, error=redact(str(exc)))
-            rep = rep.model_copy(update={"source_id": sid, "checked_at": datetime.now(UTC)})
-            reports.append(rep)
-        if reports:
-            await self.enqueue(
-                [
-                    _record("health", r.source_id or "", report=r.model_dump(mode="json"))
-                    for r in reports
-                ]
-            )
-        return reports
+        except TimeoutError:
+            rep = HealthReport(state=HealthState.DOWN,
+                               latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                               error=f"health check timed out after {timeout_s:g}s")  # fmt: skip
+        except Exception as exc:  # a broken driver or config: the report carries it
+            rep = HealthReport(state=HealthState.DOWN,
+                               error=redact(str(exc) or type(exc).__name__))  # fmt: skip
+        return rep.model_copy(update={"source_id": src["id"], "checked_at": started})
 
     async def discover(
         self, source_ref: str, *, run_id: str | None = None, full: bool = False
@@ -297,7 +336,7 @@ class EdgeAgent:
         try:
             config = await self._open_config(src, "discover")
             result = await self._discover_runner(src["type"], config)
-        except (TimeoutError, DatawaveError, OSError) as exc:
+        except Exception as exc:  # any failure finishes the run at the core, with the reason
             error = redact(str(exc) or type(exc).__name__)
             await self.enqueue([_record("discovery", sid, run_id=run_id, status=RunStatus.FAILED.value,
                                         started_at=started.isoformat(), error=error)])  # fmt: skip
@@ -557,7 +596,11 @@ class EdgeAgent:
                 done = {"ok": True, "result": result}
             except DatawaveError as exc:
                 done = {"ok": False, "error": redact(exc.message), "code": exc.code}
-            if kind != "test":  # a test is worth repeating; the rest is done once
+            except (KeyError, TypeError, ValueError) as exc:  # malformed args: say so, carry on
+                self.counters["rejected"] += 1
+                done = {"ok": False, "error": f"bad arguments for {kind[:32]!r}: "
+                                              f"{type(exc).__name__}"}  # fmt: skip
+            if kind not in _ANSWER_NOW:  # a test is worth repeating; the rest is done once
                 await self.cache.aput_many("cursors", [(f"cmd.{cid}", done)])
         with contextlib.suppress(Exception):
             await msg.respond(encode({"id": cid, **done}))
@@ -579,6 +622,14 @@ class EdgeAgent:
         if kind == "health":
             self._background("health", self.check_health())
             return {"accepted": True}
+        if kind == "check_health":
+            ids, limits = args.get("source_ids"), args.get("timeouts")
+            if not isinstance(ids, list) or (limits is not None and not isinstance(limits, list)):
+                raise EdgeError("check_health: source_ids (and timeouts) must be lists")
+            reports = await self.check_health(
+                [str(i) for i in ids], timeouts=[float(t) for t in limits] if limits else None
+            )
+            return [r.model_dump(mode="json") for r in reports]
         if kind == "resync":
             await asyncio.to_thread(self.forget_baseline, str(args["source_id"]))
             return {"forgotten": True}

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import lmdb
-import msgpack
+import msgspec
 
 from datawave.datasource.errors import EdgeError
 
@@ -73,20 +73,11 @@ def _seq_key(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 
 
-_packers = threading.local()
-
-
-def _pack(value: Any) -> bytes:
-    # A Packer is twice as fast as packb() but keeps a buffer: one per thread.
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack(value)  # type: ignore[no-any-return]
-
-
-def _unpack(raw: bytes) -> Any:
-    return msgpack.unpackb(raw)  # msgpack >= 1.0 decodes str as str by default
+# msgspec's MessagePack codec: the same bytes as msgpack's Packer(use_bin_type=True) for the
+# plain data stored here (what the gateway decodes with msgpack), decoded ~1.5x as fast
+# (map keys come from a cache instead of being built and interned per value).
+_pack: Callable[[Any], bytes] = msgspec.msgpack.Encoder().encode
+_unpack: Callable[[Any], Any] = msgspec.msgpack.Decoder().decode
 
 
 class _Gate:
@@ -227,15 +218,19 @@ class EdgeCache:
         return default if raw is None else _unpack(raw)
 
     def get_many(self, db: CacheDb, keys: Iterable[Key]) -> list[Any]:
-        """Look keys up in one read transaction; a missing key yields ``None`` in its place."""
-        encoded = [k if type(k) is bytes else _key(k) for k in keys]  # hot path: skip a call
+        """Look keys up in one read transaction; a missing key yields ``None`` in its place.
+
+        The hot path (bytes keys, all present) is one C-level pass: cursor lookup and decode
+        per key, no per-key Python frame (py-lmdb's ``getmulti`` builds a (key, value) tuple
+        per key and is slower than this).
+        """
+        wanted = keys if isinstance(keys, list) else list(keys)
         with self._read() as txn, txn.cursor(self._db(db)) as cur:
-            pairs = cur.getmulti(encoded)
-        unpack = msgpack.unpackb
-        if len(pairs) == len(encoded):  # all present: values arrive in key order
-            return [unpack(raw) for _, raw in pairs]
-        found = dict(pairs)
-        return [None if (raw := found.get(k)) is None else unpack(raw) for k in encoded]
+            try:
+                return list(map(_unpack, map(cur.get, wanted)))
+            except TypeError:  # a str key, or a missing one (None is not msgpack): key by key
+                raws = [cur.get(_key(k)) for k in wanted]
+        return [None if raw is None else _unpack(raw) for raw in raws]
 
     def iter(
         self, db: CacheDb, prefix: Key = b"", *, batch: int = 1000

@@ -12,7 +12,10 @@ hosts it). It connects to the hub as the core user and serves, for every site at
   records go through the same planning as a core discovery and emit the same
   :class:`~datawave.datasource.models.Event` s;
 - ``dw.edge.*.heartbeat``: updates the fleet view and, when the edge is reachable, delivers
-  the site's pending commands (stored core-side, so they wait while the edge is offline).
+  the site's pending commands (stored core-side, so they wait while the edge is offline);
+- ``dw.edge.<site>.cmd`` requests that answer the present and are never queued: a connection
+  :meth:`~EdgeGateway.test` and on-demand health checks (:meth:`~EdgeGateway.check_health`);
+  an offline edge gets a report that says so, never a hang.
 
 Every edge message is checked: its subject's site (enforced by the hub) must own the node and
 the sources it writes. Anything malformed is answered with an error, counted in
@@ -32,7 +35,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,12 +44,28 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from datawave.datasource.edge.delta import apply_delta
-from datawave.datasource.edge.protocol import BadMessage, decode, encode, site_of, subject, wildcard
+from datawave.datasource.edge.protocol import (
+    HEALTH_CONCURRENCY,
+    HEALTH_TIMEOUT_S,
+    BadMessage,
+    decode,
+    encode,
+    site_of,
+    subject,
+    wildcard,
+)
 from datawave.datasource.edge.sources import sources_digest
 from datawave.datasource.edge.tls import CsrSigner
 from datawave.datasource.edge.tokens import TokenIssuer, parse_unverified
 from datawave.datasource.errors import DatawaveError, NotFound, TokenRejected, redact
-from datawave.datasource.models import Event, HealthReport, RunStatus, RunSummary, TestReport
+from datawave.datasource.models import (
+    Event,
+    HealthReport,
+    HealthState,
+    RunStatus,
+    RunSummary,
+    TestReport,
+)
 from datawave.datasource.security.edgekeys import PUBLIC_KEY_BYTES, is_edge_sealed
 from datawave.datasource.store import EdgeNode, MetadataStore
 
@@ -179,21 +198,59 @@ class EdgeGateway:
         await self.dispatch(site)
         return cid
 
-    async def test(self, site: str, source_id: str, *, timeout_s: float = 30.0) -> TestReport:
-        """Run a connection test on the edge now (not queued: a test answers the present)."""
+    async def _ask(
+        self, site: str, kind: str, args: Mapping[str, Any], timeout_s: float
+    ) -> tuple[dict[str, Any] | None, str]:
+        """One command answered now (not queued); ``(answer, "")`` or ``(None, why not)``."""
         assert self._nc is not None
-        msg = encode({"id": str(uuid.uuid4()), "kind": "test", "args": {"source_id": source_id}})
+        msg = encode({"id": str(uuid.uuid4()), "kind": kind, "args": dict(args)})
         try:
             reply = await self._nc.request(subject(site, "cmd"), msg, timeout=timeout_s)
             answer = decode(reply.data, required=("ok",))
         except (nats.errors.Error, BadMessage) as exc:
-            why = "no agent answers (edge offline?)" if isinstance(
-                exc, nats.errors.NoRespondersError | nats.errors.TimeoutError
-            ) else str(exc)  # fmt: skip
-            return _edge_failure(source_id, f"edge site {site}: {why}")
+            return None, f"edge site {site}: {_why_no_answer(exc)}"
         if not answer["ok"]:
-            return _edge_failure(source_id, f"edge site {site}: {answer.get('error')}")
+            return None, f"edge site {site}: {answer.get('error')}"
+        return answer, ""
+
+    async def test(self, site: str, source_id: str, *, timeout_s: float = 30.0) -> TestReport:
+        """Run a connection test on the edge now (not queued: a test answers the present)."""
+        answer, why = await self._ask(site, "test", {"source_id": source_id}, timeout_s)
+        if answer is None:
+            return _edge_failure(source_id, why)
         return TestReport.model_validate(answer["result"])
+
+    async def check_health(
+        self, site: str, source_ids: Sequence[str], *, timeouts: Sequence[float] | None = None
+    ) -> list[HealthReport]:
+        """Check sources on their edge now and return one report per id, in order.
+
+        Not queued, like a test: a health check answers the present. The edge also queues
+        the samples in its outbox, so the store gets them through sync like its own rounds.
+        An edge that does not answer (offline, no agent, too slow) yields ``unknown`` reports
+        saying why, within the checks' timeouts plus ``command_timeout_s``.
+        """
+        ids = [str(s) for s in source_ids]
+        if not ids:
+            return []
+        limits = [float(t) for t in timeouts] if timeouts else None
+        if limits is not None and len(limits) != len(ids):
+            raise DatawaveError("check_health: one timeout per source id, or none")
+        waves = -(-len(ids) // HEALTH_CONCURRENCY)  # the edge runs that many checks at once
+        wait_s = max(limits or [HEALTH_TIMEOUT_S]) * waves + self.command_timeout_s
+        answer, why = await self._ask(
+            site, "check_health", {"source_ids": ids, "timeouts": limits}, wait_s
+        )
+        if answer is None:
+            return _health_unknown(ids, why)
+        result = answer.get("result")
+        try:
+            reports = [HealthReport.model_validate(r) for r in result or ()]
+        except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+            reports = []
+        if [r.source_id for r in reports] != ids:
+            return _health_unknown(ids, f"edge site {site}: malformed health answer")
+        return reports
 
     async def discover(self, site: str, source_id: str, *, job_id: str | None = None) -> RunSummary:
         """Start a discovery on the edge: the run is recorded now and finished when the edge's
@@ -630,6 +687,18 @@ def _edge_failure(source_id: str, error: str) -> TestReport:
         steps=[StepResult(name="reach_edge", status=StepStatus.FAILED, duration_ms=0.0,
                           error=error, error_code="edge_offline")],
     )  # fmt: skip
+
+
+def _why_no_answer(exc: Exception) -> str:
+    if isinstance(exc, nats.errors.NoRespondersError | nats.errors.TimeoutError):
+        return "no agent answers (edge offline?)"
+    return str(exc) or type(exc).__name__
+
+
+def _health_unknown(source_ids: Sequence[str], error: str) -> list[HealthReport]:
+    now = datetime.now(UTC)
+    return [HealthReport(source_id=sid, state=HealthState.UNKNOWN, error=error, checked_at=now)
+            for sid in source_ids]  # fmt: skip
 
 
 def _parse_ts(value: Any) -> datetime | None:

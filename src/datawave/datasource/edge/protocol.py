@@ -29,6 +29,8 @@ from datawave.datasource.edge.natsproc import edge_subject_prefix
 from datawave.datasource.errors import EdgeError
 
 __all__ = [
+    "HEALTH_CONCURRENCY",
+    "HEALTH_TIMEOUT_S",
     "MAX_MESSAGE_BYTES",
     "BadMessage",
     "decode",
@@ -36,6 +38,11 @@ __all__ = [
     "subject",
     "wildcard",
 ]
+
+#: A ``check_health`` command: seconds per check unless the core sends its timeouts, and how
+#: many checks the edge runs at once (the core waits for the waves that makes).
+HEALTH_TIMEOUT_S: Final = 10.0
+HEALTH_CONCURRENCY: Final = 8
 
 #: Larger messages are refused unread (nats-server's own default max_payload is 1 MiB).
 MAX_MESSAGE_BYTES: Final = 1 << 20

@@ -35,6 +35,7 @@ from datawave.datasource.models import (
     RunSummary,
     TableInfo,
     TableKind,
+    columns_json,
     qualified_name,
 )
 from datawave.datasource.store import (
@@ -129,7 +130,8 @@ def plan_changes(
     for t in result.tables:
         key = (t.database, t.schema_name, t.name)
         seen_keys.add(key)
-        fp = fingerprint(t)
+        doc = columns_json(t.columns)  # hashed here, stored as is by the writer
+        fp = fingerprint(t, doc)
         qname = t.qualified_name
         fps[qname] = fp
         signature = signatures.get(qname)
@@ -142,12 +144,12 @@ def plan_changes(
         old = state.get(key)
         if old is None:
             tid = asset_id(source_id, *key)
-            cs.insert_tables.append(TableRow(tid, t, fp, signature))
+            cs.insert_tables.append(TableRow(tid, t, fp, signature, doc))
             counters["added"] += 1
             if not first_run:
                 cs.drift.append(table_added(source_id, run_id, t))
         elif old.fingerprint != fp:
-            cs.replace_tables.append(TableRow(old.id, t, fp, signature))
+            cs.replace_tables.append(TableRow(old.id, t, fp, signature, doc))
             changed_ids[old.id] = t
             counters["changed"] += 1
         else:

@@ -9,54 +9,63 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from operator import attrgetter
+from typing import Any
 
 import msgpack
 
-from datawave.datasource.models import TableInfo
+from datawave.datasource.models import TableInfo, columns_json
 
-__all__ = ["fingerprint", "snapshot_fingerprint"]
+__all__ = ["FINGERPRINT_VERSION", "fingerprint", "snapshot_fingerprint"]
 
 
-#: A column's structural fields, read in one C call. msgpack encodes tuples and lists alike,
-#: so tuples are packed as they are, without copying them into lists.
-_COLUMN_FIELDS = attrgetter(
-    "name", "ordinal", "data_type", "nullable", "default", "comment", "generated", "identity",
-    "enum_values", "is_array",
+#: Bumped when the canonical form changes; stored fingerprints of an older version differ from
+#: every new one, so each table is rewritten once (without drift events: its structure is diffed
+#: field by field, not by fingerprint).
+FINGERPRINT_VERSION = 2
+
+
+_UNIQUE = attrgetter("name", "columns")
+_FOREIGN = attrgetter(
+    "name", "columns", "ref_database", "ref_schema", "ref_table", "ref_columns", "on_update",
+    "on_delete",
 )  # fmt: skip
+_INDEX = attrgetter("name", "columns", "unique", "primary", "predicate", "method")
+
+
+def _in_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Sorted by name then columns, without sorting the common one-element list."""
+    if len(rows) > 1:
+        rows.sort(key=lambda r: (r[0] or "", r[1]))
+    return rows
 
 
 def _canonical(t: TableInfo) -> tuple[object, ...]:
+    pk = t.primary_key
     return (
-        t.kind.value,
+        t.kind,  # a StrEnum: msgpack packs it as its str value
         t.comment,
         t.parent,
         t.partition_key,
         t.partition_bound,
         t.definition,
-        list(map(_COLUMN_FIELDS, t.columns)),
-        (t.primary_key.name, t.primary_key.columns) if t.primary_key else None,
-        sorted((u.name or "", u.columns) for u in t.unique_constraints),
-        sorted(
-            (
-                f.name or "",
-                f.columns,
-                f.ref_database,
-                f.ref_schema,
-                f.ref_table,
-                f.ref_columns,
-                f.on_update,
-                f.on_delete,
-            )
-            for f in t.foreign_keys
-        ),
-        sorted((i.name, i.columns, i.unique, i.primary, i.predicate, i.method) for i in t.indexes),
-        sorted((t.properties or {}).items()),
+        (pk.name, pk.columns) if pk is not None else None,
+        _in_order(list(map(_UNIQUE, t.unique_constraints))),
+        _in_order(list(map(_FOREIGN, t.foreign_keys))),
+        _in_order(list(map(_INDEX, t.indexes))),
+        sorted(t.properties.items()) if t.properties else (),
     )
 
 
-def fingerprint(table: TableInfo) -> str:
-    """32 hex chars of BLAKE2b over a canonical msgpack encoding of the table's structure."""
-    return hashlib.blake2b(msgpack.packb(_canonical(table)), digest_size=16).hexdigest()
+def fingerprint(table: TableInfo, columns: bytes | None = None) -> str:
+    """32 hex chars of BLAKE2b over the table's structure in a canonical form.
+
+    That form is the msgpack of everything but the columns (keys and indexes sorted), followed
+    by the columns' canonical JSON (:func:`~datawave.datasource.models.columns_json`; pass it
+    as ``columns`` when it is at hand, as the discovery engine does for the store).
+    """
+    h = hashlib.blake2b(msgpack.packb((FINGERPRINT_VERSION, *_canonical(table))), digest_size=16)
+    h.update(columns_json(table.columns) if columns is None else columns)
+    return h.hexdigest()
 
 
 def snapshot_fingerprint(tables: Mapping[str, str]) -> str:

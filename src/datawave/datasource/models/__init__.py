@@ -13,6 +13,7 @@ from datawave.datasource.models.metadata import (
     SchemaInfo,
     TableInfo,
     TableKind,
+    columns_json,
     qualified_name,
 )
 from datawave.datasource.models.reports import (
@@ -53,5 +54,6 @@ __all__ = [
     "TableInfo",
     "TableKind",
     "TestReport",
+    "columns_json",
     "qualified_name",
 ]

@@ -6,9 +6,10 @@ frozen so a record can be hashed, cached and shipped (msgpack via ``model_dump``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "ColumnInfo",
@@ -20,6 +21,7 @@ __all__ = [
     "SchemaInfo",
     "TableInfo",
     "TableKind",
+    "columns_json",
     "qualified_name",
 ]
 
@@ -187,3 +189,18 @@ class DiscoveryResult(_Record):
     @property
     def complete(self) -> bool:
         return self.databases_complete and not self.failures
+
+
+_COLUMNS: TypeAdapter[tuple[ColumnInfo, ...]] = TypeAdapter(tuple[ColumnInfo, ...])
+#: The serializer itself: one call per table on a first discovery, without the adapter's wrapper.
+_COLUMNS_TO_JSON = _COLUMNS.serializer.to_json
+
+
+def columns_json(columns: Sequence[ColumnInfo]) -> bytes:
+    """A table's columns as one compact JSON array, fields at their default left out.
+
+    Canonical for equal columns (fields in declaration order), so the store keeps it as the
+    table's ``column_doc`` and the fingerprint hashes the very same bytes: one serialization
+    per table serves both.
+    """
+    return _COLUMNS_TO_JSON(tuple(columns), exclude_defaults=True)

@@ -1,13 +1,16 @@
-"""Ray Serve: the API deployment, its backend and the event hub actor.
+"""Ray Serve: the API deployment and its backend.
 
 Ray is imported here (and in ``actors``) only. The deployment class is thin: it builds a
 :class:`RayBackend` and hands it to :func:`~datawave.datasource.serve.app.create_app` at replica
 start (``__serve_build_asgi_app__``), so the routes never see Ray.
 
-Routing: a request about a source goes to ``datawave-owner-{shard}`` (the shard is stored on the
-source), bulk work to ``datawave-jobs``, both with ``await handle.method.remote(...)`` from the
-replica's event loop; every replica talks to every owner directly, so nothing sits in between.
-Reads of discovered metadata use the replica's own :class:`MetadataStore` on worker threads.
+Routing: a request about a source goes to the process that hosts its shard (the shard is stored
+on the source; ``RayOwnerDirectory`` maps it to ``datawave-core`` or ``datawave-owner-{p}``, per
+``owners.processes``), bulk work and the event feed to the core-services actor ``datawave-core``,
+all with ``await handle.method.remote(...)`` from the replica's event loop; every replica
+talks to every owner directly, so nothing sits in between. Reads of discovered metadata use the
+replica's own :class:`MetadataStore` on worker threads. One replica is the default (``datawave up``): on one
+machine a second one only adds a process; serve/config.yaml scales replicas on a cluster.
 """
 
 from __future__ import annotations
@@ -15,37 +18,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from typing import Any
 
 import ray
 from ray import serve
 
-from datawave.datasource.actors import factory
-from datawave.datasource.actors.factory import JOBS_NAME, RayOwnerDirectory, owner_name
+from datawave.datasource.actors.factory import CORE_NAME, JOBS_NAME, RayOwnerDirectory
 from datawave.datasource.actors.payload import local_settings, remote_settings
 from datawave.datasource.config import DatawaveSettings, load_settings
 from datawave.datasource.serve.app import create_app
-from datawave.datasource.serve.events import EventHub, pump_forever
 from datawave.datasource.serve.problems import Unavailable
 from datawave.datasource.serve.readstore import open_read_store
 
 __all__ = [
     "APP_NAME",
-    "EVENTS_NAME",
     "ApiDeployment",
     "RayBackend",
     "build_app",
     "deploy_api",
-    "event_hub",
 ]
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "datawave"
-EVENTS_NAME = "datawave-events"
 DEPLOYMENT_NAME = "datawave-api"
-HEALTH_NAME: str = getattr(factory, "HEALTH_NAME", "datawave-health")
 
 _UNAVAILABLE = (
     ray.exceptions.RayActorError,
@@ -54,65 +50,23 @@ _UNAVAILABLE = (
 )
 
 
-class EventHubActor(EventHub):
-    """The hub as an actor: pumps ``drain()`` of every owner shard (and of the health
-    scheduler, when one runs) into the ring buffer."""
-
-    def __init__(self, namespace: str, shards: int, capacity: int = 10_000) -> None:
-        super().__init__(capacity)
-        self.namespace = namespace
-        self.names = [owner_name(s) for s in range(shards)] + [HEALTH_NAME]
-        self._handles: dict[str, Any] = {}
-        self._missing_at: dict[str, float] = {}
-        self._pump: asyncio.Task[None] | None = None
-
-    def _drainers(self) -> list[Any]:
-        out = []
-        now = time.monotonic()
-        for name in self.names:
-            h = self._handles.get(name)
-            if h is None:
-                if now - self._missing_at.get(name, -1e9) < 5.0:
-                    continue  # looked for it recently
-                try:
-                    h = self._handles[name] = ray.get_actor(name, namespace=self.namespace)
-                except ValueError:
-                    self._missing_at[name] = now
-                    continue
-            out.append(h.drain.remote)
-        return out
-
-    async def since(self, seq: int, timeout_s: float = 10.0, limit: int = 1000) -> dict[str, Any]:
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(pump_forever(self, self._drainers))
-        return await super().since(seq, timeout_s, limit)
-
-    async def ping(self) -> int:
-        return self.seq
-
-
-def event_hub(settings: DatawaveSettings, *, detached: bool = True) -> Any:
-    """The hub of this namespace, created on first use (any replica may race to create it)."""
-    remote: Any = ray.remote
-    cls = remote(num_cpus=0, max_concurrency=1000, max_restarts=-1)(EventHubActor)
-    return cls.options(
-        name=EVENTS_NAME, namespace=settings.ray.namespace, get_if_exists=True,
-        lifetime="detached" if detached else None,
-    ).remote(settings.ray.namespace, settings.owners.shards)  # fmt: skip
-
-
 class _RemoteFeed:
+    """The event hub in the core-services actor (``datawave-core``), long-polled."""
+
     def __init__(self, settings: DatawaveSettings) -> None:
         self.settings = settings
-        self._hub: Any = None
+        self._core: Any = None
 
     async def since(self, seq: int, timeout_s: float = 10.0, limit: int = 1000) -> dict[str, Any]:
-        if self._hub is None:
-            self._hub = event_hub(self.settings)
+        if self._core is None:
+            try:
+                self._core = ray.get_actor(CORE_NAME, namespace=self.settings.ray.namespace)
+            except ValueError:
+                raise Unavailable("the core services are not running", component="events") from None
         try:
-            return await self._hub.since.remote(seq, timeout_s, limit)  # type: ignore[no-any-return]
+            return await self._core.since.remote(seq, timeout_s, limit)  # type: ignore[no-any-return]
         except _UNAVAILABLE:
-            self._hub = None
+            self._core = None
             raise
 
 
@@ -123,7 +77,7 @@ class RayBackend:
         self.settings = settings
         self.namespace = settings.ray.namespace
         self.shards = settings.owners.shards
-        self.directory = RayOwnerDirectory(self.namespace)
+        self.directory = RayOwnerDirectory(self.namespace, settings.owners.process_count)
         self.store = open_read_store(settings.resolved_store_url)  # reads only: no sealer
         self.events = _RemoteFeed(settings)
         self._jobs: Any = None
@@ -146,7 +100,7 @@ class RayBackend:
         try:
             return await self.directory.call(shard, method, *args)
         except _UNAVAILABLE as exc:
-            self.directory._handles.pop(shard, None)
+            self.directory.forget(shard)
             raise Unavailable(f"owner shard {shard} is unavailable: {type(exc).__name__}",
                               component="owner", shard=shard) from None  # fmt: skip
 
@@ -224,7 +178,7 @@ def deploy_api(
     settings: DatawaveSettings,
     *,
     port: int | None = None,
-    num_replicas: int = 2,
+    num_replicas: int = 1,
     max_ongoing_requests: int = 256,
     autoscaling: dict[str, Any] | None = None,
 ) -> str:
@@ -232,7 +186,6 @@ def deploy_api(
     host = settings.api.host
     port = settings.api.port if port is None else port
     serve.start(http_options={"host": host, "port": port})
-    event_hub(settings)
     app = _deployment().options(
         **_options(num_replicas=num_replicas, max_ongoing_requests=max_ongoing_requests,
                    autoscaling=autoscaling)

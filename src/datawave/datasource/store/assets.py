@@ -26,6 +26,7 @@ from datawave.datasource.models import (
     KeyInfo,
     SchemaInfo,
     TableInfo,
+    columns_json,
 )
 from datawave.datasource.store.base import StoreBase, aware, dumps
 from datawave.datasource.store.changes import ChangeSet, TableRow, TableState
@@ -47,7 +48,6 @@ _KEYS: TypeAdapter[tuple[KeyInfo, ...]] = TypeAdapter(tuple[KeyInfo, ...])
 _FKS: TypeAdapter[tuple[ForeignKeyInfo, ...]] = TypeAdapter(tuple[ForeignKeyInfo, ...])
 _IXS: TypeAdapter[tuple[IndexInfo, ...]] = TypeAdapter(tuple[IndexInfo, ...])
 # The serializers themselves: 20,000 calls on a first discovery, without the adapters' wrapper.
-_COLUMNS_JSON = _COLUMNS.serializer.to_json
 _KEY_JSON = _KEY.serializer.to_json
 _KEYS_JSON = _KEYS.serializer.to_json
 _FKS_JSON = _FKS.serializer.to_json
@@ -56,7 +56,11 @@ _IXS_JSON = _IXS.serializer.to_json
 
 def column_doc(cols: Sequence[ColumnInfo]) -> str:
     """The ``tables.column_doc`` of ``cols``: a JSON array, fields at their default left out."""
-    return _COLUMNS.dump_json(tuple(cols), exclude_defaults=True).decode()
+    return columns_json(cols).decode()
+
+
+def _row_doc(row: TableRow) -> str:
+    return (row.columns if row.columns is not None else columns_json(row.table.columns)).decode()
 
 
 def decode_columns(doc: str | bytes | None) -> tuple[ColumnInfo, ...]:
@@ -109,7 +113,7 @@ def _table_values(source_id: str, row: TableRow, now: Any) -> dict[str, Any]:
         "foreign_keys": [_fk_json(fk) for fk in t.foreign_keys],
         "indexes": [_ix_json(ix) for ix in t.indexes], "properties": t.properties or None,
         "fingerprint": row.fingerprint, "first_seen_at": now, "updated_at": now,
-        "signature": row.signature, "column_doc": column_doc(t.columns),
+        "signature": row.signature, "column_doc": _row_doc(row),
     }  # fmt: skip
 
 
@@ -129,7 +133,7 @@ def _table_tuple(source_id: str, row: TableRow, ts: Any) -> tuple[Any, ...]:
         _FKS_JSON(fks).decode() if fks else "[]",
         _IXS_JSON(ixs).decode() if ixs else "[]",
         dumps(t.properties) if t.properties else None, row.fingerprint, ts, ts, row.signature,
-        _COLUMNS_JSON(t.columns, exclude_defaults=True).decode(),
+        _row_doc(row),
     )  # fmt: skip
 
 

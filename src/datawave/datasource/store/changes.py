@@ -30,6 +30,8 @@ class TableRow:
     table: TableInfo
     fingerprint: str
     signature: str | None = None
+    #: ``columns_json(table.columns)`` when the caller already has it (it fingerprinted them).
+    columns: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
