@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,24 +154,23 @@ def read_state(settings: DatawaveSettings) -> CoreState | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def _exists(send: Callable[[int, int], None], target: int) -> bool:
+    """Signal 0 to a process (``os.kill``) or a group (``os.killpg``): is it there?"""
     try:
-        os.kill(pid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # there, but not ours
         return True
     return True
+
+
+def _alive(pid: int) -> bool:
+    return _exists(os.kill, pid)
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _exists(os.killpg, pgid)
 
 
 def _wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
