@@ -8,7 +8,6 @@ the other roles are in ``api_keys`` (tests/fixtures/core.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from datawave.datasource.config import DatawaveSettings, OidcSettings
-from tests.fixtures.api import bearer, make_sqlite
+from tests.fixtures.api import bearer, deploy_ready, make_sqlite, undeploy
 from tests.fixtures.jwks import JwksServer, SigningKey, rsa_key
 
 #: Small enough that an oversized credential still fits the HTTP and WebSocket header limits.
@@ -52,35 +51,8 @@ def api_settings(core_settings: DatawaveSettings, jwks: JwksServer) -> DatawaveS
 @pytest.fixture(scope="package")
 def api_url(core: dict[str, object], api_settings: DatawaveSettings, idp_key: SigningKey,
             api_keys: dict[str, str]) -> Iterator[str]:  # fmt: skip
-    from ray import serve
-
-    from datawave.datasource.cli.core import free_port
-    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
-
-    url = deploy_api(api_settings, port=free_port(), num_replicas=2)
-    deadline = time.monotonic() + 120
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=5)
-            if r.status_code == 200:
-                break
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"API never became ready: {last}")
-    yield url
-    serve.delete(APP_NAME)
-    # The core's event hub drains every owner and the health scheduler once a reader follows
-    # it: stop its pump so later tests that call drain() themselves see their events.
-    import ray
-
-    from datawave.datasource.actors.factory import CORE_NAME
-
-    with contextlib.suppress(ValueError):
-        ray.get(ray.get_actor(CORE_NAME, namespace=api_settings.ray.namespace).stop_pump.remote())
+    yield deploy_ready(api_settings, replicas=2)
+    undeploy(api_settings)
 
 
 @pytest.fixture(scope="package")

@@ -47,6 +47,7 @@ from datawave.datasource.serve.front import (
     with_front_key,
 )
 from datawave.datasource.serve.tls import server_config
+from tests.fixtures.api import deploy_ready, undeploy
 from tests.fixtures.pki import expired_client_cert
 
 KEY = bytes(range(32))
@@ -312,12 +313,7 @@ def fronted(
     pki: Pki,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FrontedApi]:
-    import ray
     from ray import serve
-
-    from datawave.datasource.actors.factory import CORE_NAME
-    from datawave.datasource.cli.core import free_port
-    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
 
     tmp = tmp_path_factory.mktemp("front")
     tls = pki.server.model_copy(update={"front_key_file": tmp / "front.key", "front_port": 0})
@@ -327,15 +323,7 @@ def fronted(
         )
     )
     serve.shutdown()  # a Serve left by another package keeps its own port: start clean
-    api_url = deploy_api(settings, port=free_port(), num_replicas=1)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{api_url}/readyz", timeout=5).status_code == 200:
-                break
-        time.sleep(0.5)
-    else:
-        pytest.fail("API never became ready")
+    api_url = deploy_ready(settings)
     state = start_front(settings, upstream=api_url, log_file=tmp / "front.log")
     try:
         yield FrontedApi(api_url, state["front_url"], (tmp / "front.key").read_bytes(), settings,
@@ -344,9 +332,7 @@ def fronted(
         assert stop_front(state)
         with pytest.raises(ProcessLookupError):
             os.killpg(state["front_pid"], 0)
-        serve.delete(APP_NAME)
-        with contextlib.suppress(ValueError):
-            ray.get(ray.get_actor(CORE_NAME, namespace=settings.ray.namespace).stop_pump.remote())
+        undeploy(settings)
         serve.shutdown()
 
 

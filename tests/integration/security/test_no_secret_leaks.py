@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from datawave.datasource.config import DatawaveSettings
+from tests.fixtures.api import deploy_ready, undeploy
 
 pytestmark = pytest.mark.ray
 
@@ -198,27 +199,11 @@ class EventFeed:
 @pytest.fixture(scope="module")
 def api_url(core: dict[str, object], core_settings: DatawaveSettings) -> Iterator[str]:
     """The API on the session core, as `datawave up` deploys it (auth on)."""
-    import ray
     from ray import serve
 
-    from datawave.datasource.actors.factory import CORE_NAME
-    from datawave.datasource.cli.core import free_port
-    from datawave.datasource.serve.deployment import APP_NAME, deploy_api
-
     serve.shutdown()  # a Serve left by another package keeps its own port: start clean
-    url = deploy_api(core_settings, port=free_port(), num_replicas=1)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        time.sleep(0.5)
-    else:
-        pytest.fail("API never became ready")
-    yield url
-    serve.delete(APP_NAME)
-    with contextlib.suppress(ValueError):
-        ray.get(ray.get_actor(CORE_NAME, namespace=core_settings.ray.namespace).stop_pump.remote())
+    yield deploy_ready(core_settings)
+    undeploy(core_settings)
     serve.shutdown()
 
 
