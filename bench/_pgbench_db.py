@@ -15,8 +15,17 @@ def admin(host: str, port: int, user: str) -> psycopg.Connection:
 
 
 def ensure_database(
-    host: str, port: int, user: str, name: str, schemas: int, per_schema: int
+    host: str,
+    port: int,
+    user: str,
+    name: str,
+    schemas: int,
+    per_schema: int,
+    *,
+    distinct_columns: bool = False,
 ) -> None:
+    """``distinct_columns``: every table's columns get their own names (``c1_t17`` ...), so no
+    two tables share a column definition (by default all tables have the same 12 columns)."""
     want = schemas * per_schema
     with admin(host, port, user) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -35,7 +44,8 @@ def ensure_database(
             schema = f"bench_{s}"
             stmts = [f"CREATE SCHEMA {schema}"]
             for t in range(per_schema):
-                cols = ", ".join(f"c{i} {TYPES[i]}" for i in range(1, 11))
+                suffix = f"_s{s}t{t}" if distinct_columns else ""
+                cols = ", ".join(f"c{i}{suffix} {TYPES[i]}" for i in range(1, 11))
                 fk = (
                     f", prev_id bigint REFERENCES {schema}.t{t - 1}(id)"
                     if t
@@ -43,7 +53,7 @@ def ensure_database(
                 )
                 stmts.append(f"CREATE TABLE {schema}.t{t} (id bigint PRIMARY KEY, {cols}{fk})")
                 if t % 4 == 0:
-                    stmts.append(f"CREATE INDEX ON {schema}.t{t} (c4)")
+                    stmts.append(f"CREATE INDEX ON {schema}.t{t} (c4{suffix})")
                 if t % 10 == 0:
                     stmts.append(f"COMMENT ON TABLE {schema}.t{t} IS 'benchmark table {t}'")
             db.execute(";\n".join(stmts))  # type: ignore[arg-type]

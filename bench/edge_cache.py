@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--puts", type=int, default=200_000)
     parser.add_argument("--gets", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3, help="gets rounds; the best counts")
+    parser.add_argument("--rounds", type=int, default=5, help="gets rounds; the best counts")
     parser.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temp cache dirs")

@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from datawave.datasource.connectors import Connector, gc_paused
@@ -55,6 +58,43 @@ Sink = Callable[[Event], None]
 TableKey = tuple[str, str, str]
 
 _VIEWS = frozenset({TableKind.VIEW.value, TableKind.MATERIALIZED_VIEW.value})
+
+_Begun = tuple[dict[TableKey, TableState], dict[str, str]]
+
+
+class _StoredSignatures(Mapping[str, str]):
+    """The signatures of the stored state, loaded while the connector already connects and
+    queries: the first lookup waits for them (connectors look them up once their catalog rows
+    are in, a few round trips later). A store failure raises here too."""
+
+    def __init__(self, begun: Future[_Begun]) -> None:
+        self._begun = begun
+        self._known: dict[str, str] | None = None
+
+    def _resolve(self) -> dict[str, str]:
+        if self._known is None:
+            self._known = self._begun.result()[1]
+        return self._known
+
+    def __getitem__(self, key: str) -> str:
+        return self._resolve()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._resolve().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+
+def _fill(future: Future[_Begun], fn: Callable[[], _Begun]) -> None:
+    if future.set_running_or_notify_cancel():
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to whoever waits, as it is
+            future.set_exception(exc)
 
 
 def _stats_changed(old: int | None, new: int | None) -> bool:
@@ -105,6 +145,9 @@ def plan_changes(
     counters = {"tables": 0, "columns": 0, "views": 0, "partitions": 0, "added": 0,
                 "changed": 0, "unchanged": 0, "removed": 0, "skipped": 0}  # fmt: skip
     signatures = result.signatures
+    # Tables often share their very column records (partitions, tenant copies of a schema; a
+    # connector may intern equal columns): serialize each distinct list once.
+    docs: dict[tuple[int, ...], bytes] = {}
     if result.unchanged:
         # Present and structurally as stored: no record was built, none is needed.
         for key, stored in state.items():
@@ -130,7 +173,10 @@ def plan_changes(
     for t in result.tables:
         key = (t.database, t.schema_name, t.name)
         seen_keys.add(key)
-        doc = columns_json(t.columns)  # hashed here, stored as is by the writer
+        shared = tuple(map(id, t.columns))  # the records live as long as ``result``
+        doc = docs.get(shared)
+        if doc is None:
+            doc = docs[shared] = columns_json(t.columns)  # hashed here, stored as is
         fp = fingerprint(t, doc)
         qname = t.qualified_name
         fps[qname] = fp
@@ -229,11 +275,25 @@ class DiscoveryEngine:
         """Discover ``source_id`` with ``connector`` and persist the differences."""
         run_id = run_id or str(uuid.uuid4())
         t0 = time.perf_counter()
-        state, known = await asyncio.to_thread(self._begin, source_id, run_id, job_id, attempt)
-        self._emit("discovery.started", source_id, run_id, job_id, attempt=attempt)
+        # The run is recorded and the stored state loaded while the connector connects and
+        # runs its first queries: the signatures are waited for only when looked up.
+        begun: Future[_Begun] = Future()
+        threading.Thread(
+            target=_fill,
+            args=(begun, partial(self._begin, source_id, run_id, job_id, attempt)),
+            name="dw-discovery-begin",
+            daemon=True,
+        ).start()
+        started = asyncio.wrap_future(begun)
+
+        def announce(f: asyncio.Future[_Begun]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self._emit("discovery.started", source_id, run_id, job_id, attempt=attempt)
+
+        started.add_done_callback(announce)
         try:
-            if known and _accepts_known(connector):
-                discovering = connector.discover(known=known)
+            if _accepts_known(connector):
+                discovering = connector.discover(known=_StoredSignatures(begun))
             else:
                 discovering = connector.discover()
             if timeout_s is not None:
@@ -241,6 +301,7 @@ class DiscoveryEngine:
             else:
                 result = await discovering
         except (TimeoutError, DatawaveError, OSError) as exc:
+            await started  # a run the store could not record fails with the store's error
             msg = (
                 f"discovery timed out after {timeout_s:g}s"
                 if isinstance(exc, TimeoutError) and not isinstance(exc, ConnectorError)
@@ -248,17 +309,17 @@ class DiscoveryEngine:
             )
             return await self._fail(source_id, run_id, job_id, msg, t0)
         except Exception as exc:  # unexpected: still fail the run cleanly, keep metadata
+            await started
             log.exception("discovery of %s crashed", source_id)
             msg = connector.redact(f"{type(exc).__name__}: {exc}")
             return await self._fail(source_id, run_id, job_id, msg, t0)
+        state, _ = await started
         t1 = time.perf_counter()
         return await asyncio.to_thread(
             self._persist, source_id, run_id, job_id, result, t0, t1, state
         )
 
-    def _begin(
-        self, source_id: str, run_id: str, job_id: str | None, attempt: int
-    ) -> tuple[dict[TableKey, TableState], dict[str, str]]:
+    def _begin(self, source_id: str, run_id: str, job_id: str | None, attempt: int) -> _Begun:
         """Record the run; the stored table state, and its signatures by qualified name."""
         self.store.start_run(run_id, source_id, job_id=job_id, attempt=attempt, origin=self.origin)
         state = self.store.load_table_state(source_id)
