@@ -138,17 +138,21 @@ class TableInfo(_Record):
         return qualified_name(self.database, self.schema_name, self.name)
 
 
+def _quoted(part: str) -> str:
+    # ``isalnum`` of the whole string is "every character is a letter or digit"; mapping ``_``
+    # to a letter first gives "letters, digits and underscores" in one C call.
+    if part.replace("_", "a").isalnum():
+        return part
+    return '"' + part.replace('"', '""') + '"'
+
+
 def qualified_name(database: str, schema: str, name: str) -> str:
     """``db.schema.table`` with parts quoted when they hold dots, quotes or spaces."""
-
-    def q(part: str) -> str:
-        # ``isalnum`` of the whole string is "every character is a letter or digit"; mapping
-        # ``_`` to a letter first gives "letters, digits and underscores" in one C call.
-        if part.replace("_", "a").isalnum():
-            return part
-        return '"' + part.replace('"', '""') + '"'
-
-    return f"{q(database)}.{q(schema)}.{q(name)}"
+    # The common case in one C call: three non-empty parts of letters, digits and underscores
+    # (no separator between them, so a dot or a space anywhere fails the test).
+    if database and schema and name and (database + schema + name).replace("_", "a").isalnum():
+        return f"{database}.{schema}.{name}"
+    return f"{_quoted(database)}.{_quoted(schema)}.{_quoted(name)}"
 
 
 class DiscoveryResult(_Record):
