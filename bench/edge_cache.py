@@ -1,6 +1,6 @@
 """Benchmark the edge LMDB cache: batched puts/s and gets/s, against raw LMDB in the same run.
 
-    .venv/bin/python bench/edge_cache.py [--puts 200000] [--gets 1000000] [--rounds 3]
+    .venv/bin/python bench/edge_cache.py [--puts 200000] [--gets 1000000] [--rounds 5]
                                          [--sync/--no-sync]
 
 What is measured:
