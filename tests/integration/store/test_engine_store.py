@@ -51,6 +51,21 @@ async def test_first_run_then_unchanged_rerun_writes_nothing(store, service):
     assert store.asset_counts(rec.id)["columns"] == 3
 
 
+async def test_get_runs_reads_many_runs_at_once(store, service):
+    rec = service.register({"name": "runs", "type": "static", "config": {}})
+    conn = StaticConnector.create({})
+    conn.result = result([users_v1()])
+    engine = DiscoveryEngine(store)
+    done = [await engine.run(rec.id, conn) for _ in range(3)]
+    store.start_run("still-running", rec.id, origin="edge:site-a")
+    wanted = [r.run_id for r in done] + ["still-running", "no-such-run", done[0].run_id]
+    found = store.get_runs(wanted * 200)  # repeated ids read once; unknown ones left out
+    assert set(found) == {r.run_id for r in done} | {"still-running"}
+    assert all(found[r.run_id].status is RunStatus.SUCCEEDED for r in done)
+    assert found["still-running"].status is RunStatus.RUNNING
+    assert found[done[1].run_id] == store.get_run(done[1].run_id)
+
+
 async def test_drift_events_typed_and_flagged(store, service):
     rec = service.register({"name": "s2", "type": "static", "config": {}})
     conn = StaticConnector.create({})

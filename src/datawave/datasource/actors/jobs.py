@@ -223,11 +223,11 @@ class JobManager:
                     fut.set_result(run)
 
     def _finished_runs(self, run_ids: list[str]) -> list[RunSummary]:
+        found = self.store.get_runs(run_ids)
         out = []
         for rid in run_ids:
-            try:
-                run = self.store.get_run(rid)
-            except NotFound:  # purged with its source: nothing will ever finish it
+            run = found.get(rid)
+            if run is None:  # purged with its source: nothing will ever finish it
                 run = RunSummary(run_id=rid, source_id="", status=RunStatus.FAILED,
                                  started_at=datetime.now(UTC), errors=["run deleted"])  # fmt: skip
             if run.status is not RunStatus.RUNNING:

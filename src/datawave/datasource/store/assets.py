@@ -10,7 +10,7 @@ inserting 60,000 column rows was the largest single cost of a first discovery.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -28,7 +28,7 @@ from datawave.datasource.models import (
     TableInfo,
     columns_json,
 )
-from datawave.datasource.store.base import StoreBase, aware, dumps
+from datawave.datasource.store.base import StoreBase, aware, chunked, dumps
 from datawave.datasource.store.changes import ChangeSet, TableRow, TableState
 from datawave.datasource.store.tables import (
     databases,
@@ -40,7 +40,6 @@ from datawave.datasource.store.tables import (
 
 __all__ = ["AssetsMixin", "column_doc", "decode_columns"]
 
-_CHUNK = 500
 
 _COLUMNS: TypeAdapter[tuple[ColumnInfo, ...]] = TypeAdapter(tuple[ColumnInfo, ...])
 _KEY: TypeAdapter[KeyInfo] = TypeAdapter(KeyInfo)
@@ -66,11 +65,6 @@ def _row_doc(row: TableRow) -> str:
 def decode_columns(doc: str | bytes | None) -> tuple[ColumnInfo, ...]:
     """The columns of a ``tables.column_doc`` value, in ordinal order."""
     return _COLUMNS.validate_json(doc) if doc else ()
-
-
-def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 def _key_json(k: KeyInfo | None) -> Any:
@@ -204,7 +198,7 @@ class AssetsMixin(StoreBase):
                     )
                 )  # fmt: skip
                 written += 1
-            for chunk in _chunks(cs.delete_tables):
+            for chunk in chunked(cs.delete_tables):
                 conn.execute(delete(tables).where(tables.c.id.in_(chunk)))
                 written += len(chunk)
             for name in cs.delete_schemas:
@@ -337,7 +331,7 @@ class AssetsMixin(StoreBase):
         """Full records (with columns) for the given ids, e.g. to diff changed tables."""
         out: dict[int, TableInfo] = {}
         with self.read() as conn:
-            for chunk in _chunks(list(table_ids)):
+            for chunk in chunked(list(table_ids)):
                 for t in conn.execute(select(tables).where(tables.c.id.in_(chunk))):
                     out[t.id] = _table_info(t._mapping)
         return out

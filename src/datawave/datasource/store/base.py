@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +17,21 @@ from sqlalchemy.pool import NullPool
 from datawave.datasource.errors import StoreError
 from datawave.datasource.store.sealing import Sealer
 
-__all__ = ["StoreBase", "utcnow"]
+__all__ = ["StoreBase", "chunked", "utcnow"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+#: Ids per ``IN (...)`` list: well under SQLite's 32,766 bound variables and cheap to plan.
+CHUNK = 500
+
+
+def chunked(items: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of at most ``n``, for statements with an ``IN`` list each."""
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
 
 
 def utcnow() -> datetime:

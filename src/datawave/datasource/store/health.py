@@ -10,7 +10,7 @@ flush merges its in-memory deltas into existing rows in one transaction.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 
-from datawave.datasource.store.base import StoreBase, aware, utcnow
+from datawave.datasource.store.base import StoreBase, aware, chunked, utcnow
 from datawave.datasource.store.tables import (
     alerts,
     discovery_runs,
@@ -47,7 +47,6 @@ LATENCY_BINS_MS: tuple[float, ...] = (
     1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 30000, 60000,
 )  # fmt: skip
 _NBINS = len(LATENCY_BINS_MS) + 1
-_CHUNK = 500
 
 
 def bin_index(latency_ms: float) -> int:
@@ -214,11 +213,6 @@ def _alert(r: Any) -> AlertRecord:
     )  # fmt: skip
 
 
-def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
 class HealthMixin(StoreBase):
     # -- state -------------------------------------------------------------------------------
     def load_health(self) -> dict[str, HealthStatus]:
@@ -246,7 +240,7 @@ class HealthMixin(StoreBase):
             if statuses:
                 ids = [s.source_id for s in statuses]
                 have: set[str] = set()
-                for part in _chunks(ids):
+                for part in chunked(ids):
                     q = select(health_status.c.source_id).where(health_status.c.source_id.in_(part))
                     have.update(conn.execute(q).scalars())
                 rows = [s.model_dump() for s in statuses]
@@ -268,7 +262,7 @@ class HealthMixin(StoreBase):
                 for s in statuses:
                     by_state.setdefault(s.state, []).append(s.source_id)
                 for state, sids in by_state.items():
-                    for part in _chunks(sids):
+                    for part in chunked(sids):
                         conn.execute(
                             update(sources)
                             .where(sources.c.id.in_(part), sources.c.health != state)
@@ -281,7 +275,7 @@ class HealthMixin(StoreBase):
         uniq = sorted(set(ids))
         out: set[str] = set()
         with self.read() as conn:
-            for part in _chunks(uniq):
+            for part in chunked(uniq):
                 out.update(
                     conn.execute(select(sources.c.id).where(sources.c.id.in_(part))).scalars()
                 )
@@ -293,7 +287,7 @@ class HealthMixin(StoreBase):
             by_start.setdefault(d.bucket_start, []).append(d)
         for start, group in by_start.items():
             existing: dict[str, Any] = {}
-            for part in _chunks([d.source_id for d in group]):
+            for part in chunked([d.source_id for d in group]):
                 q = select(health_buckets).where(
                     health_buckets.c.bucket_start == start, health_buckets.c.source_id.in_(part)
                 )
@@ -322,7 +316,7 @@ class HealthMixin(StoreBase):
             by_start.setdefault(d.bucket_start, []).append(d)
         for start, group in by_start.items():
             have: set[str] = set()
-            for part in _chunks([d.source_id for d in group]):
+            for part in chunked([d.source_id for d in group]):
                 q = select(source_usage.c.source_id).where(
                     source_usage.c.bucket_start == start, source_usage.c.source_id.in_(part)
                 )
@@ -390,7 +384,7 @@ class HealthMixin(StoreBase):
         if since is not None:
             q = q.where(health_buckets.c.bucket_start >= since)
         acc: dict[str, BucketDelta] = {}
-        parts = list(_chunks(list(source_ids))) if source_ids is not None else [None]
+        parts = list(chunked(list(source_ids))) if source_ids is not None else [None]
         with self.read() as conn:
             for part in parts:
                 qq = q if part is None else q.where(health_buckets.c.source_id.in_(part))

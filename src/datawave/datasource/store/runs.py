@@ -17,7 +17,7 @@ from datawave.datasource.models import (
     RunSummary,
     TestReport,
 )
-from datawave.datasource.store.base import StoreBase, aware, utcnow
+from datawave.datasource.store.base import StoreBase, aware, chunked, utcnow
 from datawave.datasource.store.tables import (
     discovery_runs,
     job_items,
@@ -125,6 +125,16 @@ class RunsMixin(StoreBase):
         if r is None:
             raise NotFound(f"no discovery run {run_id!r}", kind="run")
         return _run(r)
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunSummary]:
+        """The runs of ``run_ids`` that exist, by id: one statement per 500 ids (a job manager
+        waiting on thousands of edge runs reads them all at every poll)."""
+        out: dict[str, RunSummary] = {}
+        with self.read() as conn:
+            for part in chunked(list(dict.fromkeys(run_ids))):
+                for r in conn.execute(select(discovery_runs).where(discovery_runs.c.id.in_(part))):
+                    out[r.id] = _run(r)
+        return out
 
     def list_runs(
         self, source_id: str, *, job_id: str | None = None, limit: int = 50
