@@ -451,6 +451,46 @@ async def test_foreign_tables(pg_db: PgDatabase) -> None:
     assert table.size_bytes is None and table.row_estimate is None
 
 
+async def test_shared_and_odd_column_lists(pg_db: PgDatabase) -> None:
+    """Equal column lists are built once and shared; a comment, a default, a dropped column or
+    no column at all still gives each table exactly its own columns."""
+    pg_db.execute(
+        """
+        CREATE TYPE tone AS ENUM ('low', 'high');
+        CREATE TABLE a (id bigint NOT NULL, note text, t tone, ts tone[]);
+        CREATE TABLE b (id bigint NOT NULL, note text, t tone, ts tone[]);
+        CREATE TABLE c (id bigint NOT NULL, note text, t tone, ts tone[]);
+        COMMENT ON COLUMN c.note IS 'a "quoted" note, ünïcødé';
+        CREATE TABLE d (id bigint NOT NULL DEFAULT 7, note text, t tone, ts tone[]);
+        CREATE TABLE e (id bigint NOT NULL, gone int, note text, t tone, ts tone[]);
+        ALTER TABLE e DROP COLUMN gone;
+        CREATE TABLE empty ();
+        """
+    )
+    result = await _connector(pg_db).discover()
+    tables = {t.name: t for t in result.tables if t.schema_name == "public"}
+    assert set(tables) == {"a", "b", "c", "d", "e", "empty"}
+    a, b, c, d, e = (tables[n] for n in "abcde")
+    assert tables["empty"].columns == ()
+    assert a.columns == b.columns and a.columns[0] is b.columns[0]  # one record, shared
+    assert [col.name for col in a.columns] == ["id", "note", "t", "ts"]
+    assert a.columns[2].enum_values == ("low", "high") and not a.columns[2].is_array
+    assert a.columns[3].enum_values == ("low", "high") and a.columns[3].is_array
+    assert c.columns[1].comment == 'a "quoted" note, ünïcødé' and a.columns[1].comment is None
+    assert c.columns[0] is a.columns[0]  # equal columns shared across different lists
+    assert d.columns[0].default == "7" and a.columns[0].default is None
+    assert [(col.name, col.ordinal) for col in e.columns] == [
+        ("id", 1),
+        ("note", 3),
+        ("t", 4),
+        ("ts", 5),
+    ]  # the dropped column's attnum stays a gap
+    signatures = {n: result.signatures[t.qualified_name] for n, t in tables.items()}
+    assert len(set(signatures.values())) == len(signatures)  # names differ: every table signs
+    again = await _connector(pg_db).discover(known=result.signatures)
+    assert again.tables == () and set(again.unchanged) == set(result.signatures)
+
+
 async def test_discover_is_deterministic(pg_db: PgDatabase) -> None:
     pg_db.execute(SHOP)
     connector = _connector(pg_db)
