@@ -272,8 +272,8 @@ async def test_signatures_are_stored_updated_and_cleared(
 async def test_renaming_a_referenced_column_rebuilds_the_referencing_table(
     store: MetadataStore, pg_db: PgDatabase
 ) -> None:
-    # The connector resolves referenced column names itself: the referencing table's
-    # signature must still change when only the referenced table was altered.
+    # Referenced column names are part of the referencing table's record (and of its
+    # signature): it must change when only the referenced table was altered.
     source_id, conn, engine = await _discovered_once(store, pg_db)
     pg_db.execute("ALTER TABLE parent RENAME COLUMN id TO pid")
     run = await engine.run(source_id, conn)

@@ -305,9 +305,9 @@ def read_tables(
     A table's signature is BLAKE2b over what its record is built from: a canonical msgpack
     encoding of its relation row and its constraint and index rows in name order (oids and
     statistics left out), then the JSON text of its columns. The record is a function of
-    exactly these, so an equal signature means an equal record: a table whose signature is in ``known``
-    is reported in ``unchanged`` with its fresh statistics and never built (nor its columns
-    parsed). A rediscovery of an unchanged database builds nothing.
+    exactly these, so an equal signature means an equal record: a table whose signature is in
+    ``known`` is reported in ``unchanged`` with its fresh statistics and never built (nor its
+    columns parsed). A rediscovery of an unchanged database builds nothing.
 
     Args:
         database: the database the rows come from.
@@ -329,27 +329,23 @@ def read_tables(
     shapes: dict[str, _Columns] = {}
     interned: dict[tuple[Any, ...], ColumnInfo] = {}
 
-    def columns_of(oid: int) -> _Columns:
-        text = texts.get(oid, "[]")  # a relation without columns has no row
-        found = shapes.get(text)
-        if found is None:
-            found = shapes[text] = _columns(text, interned)
-        return found
-
     out = CatalogTables()
     unchanged: list[tuple[str, int, str]] = []
     built: list[tuple[int, str, dict[str, Any]]] = []
     for oid, rel in rels.items():
         table_cons = sorted(cons.get(oid, ()), key=_ROW_NAME)
         table_idxs = sorted(idxs.get(oid, ()), key=_ROW_NAME)
-        signature = _signature(rel, texts.get(oid, "[]"), table_cons, table_idxs)
+        text = texts.get(oid, "[]")  # a relation without columns has no row
+        signature = _signature(rel, text, table_cons, table_idxs)
         qname = qualified_name(database, rel[1], rel[2])
         if known is not None and known.get(qname) == signature:
             unchanged.append((qname, oid, rel[3]))
             continue
         out.signatures[qname] = signature
-        record = _record(database, rel, columns_of(oid), table_cons, table_idxs)
-        built.append((oid, rel[3], record))
+        table_cols = shapes.get(text)
+        if table_cols is None:
+            table_cols = shapes[text] = _columns(text, interned)
+        built.append((oid, rel[3], _record(database, rel, table_cols, table_cons, table_idxs)))
 
     # Statistics last: a connector may still be reading them while the records were built.
     stats = {row[0]: row for row in (statistics() if callable(statistics) else statistics)}
