@@ -80,6 +80,13 @@ def _get_batches(n_keys: int, n_gets: int, seed: int, run: int = 1) -> list[list
     return [picks[i : i + GET_BATCH] for i in range(0, n_gets, GET_BATCH)]
 
 
+def _lookups(env: Any, db: Any, batches: list[list[bytes]]) -> None:
+    """Raw py-lmdb lookups in one read transaction: values fetched as bytes, then dropped."""
+    with env.begin() as txn, txn.cursor(db) as cur:
+        for batch in batches:
+            list(map(cur.get, batch))
+
+
 def _decode_batches(decode: Any, batches: list[list[bytes]]) -> None:
     kept: list[Any] = []
     for batch in batches:  # one batch alive at a time, as a caller of get_many holds it
@@ -193,18 +200,13 @@ class Run:
         batches = self.batches[:20]
         n = GET_BATCH * len(batches)
 
-        def lookups(bs: list[list[bytes]]) -> None:  # values fetched, then dropped
-            with self.env.begin() as txn, txn.cursor(self.db) as cur:
-                for b in bs:
-                    list(map(cur.get, b))
-
         with self.env.begin() as txn, txn.cursor(self.db) as cur:
             raws = [list(map(cur.get, b)) for b in batches]
         unpackb, get_many = msgpack.unpackb, self.cache.get_many
         parts: dict[str, Any] = {
             "get_many_ns": lambda: [get_many("health", b) for b in batches],
-            "lookup_hot_key_ns": lambda: lookups([hot] * len(batches)),
-            "lookup_random_ns": lambda: lookups(batches),
+            "lookup_hot_key_ns": lambda: _lookups(self.env, self.db, [hot] * len(batches)),
+            "lookup_random_ns": lambda: _lookups(self.env, self.db, batches),
             "decode_ns": lambda: _decode_batches(_unpack, raws),
             "msgpack_unpackb_ns": lambda: _decode_batches(unpackb, raws),
         }

@@ -9,7 +9,7 @@ the same key batches, the parts no cache built on py-lmdb can avoid:
   (a') raw_getmulti   the same through ``cursor.getmulti`` (the loop in C);
   (b) raw_hot         the same call on one hot key: the Python + py-lmdb cost without the memory
                       stalls of a random page (a - b is what the memory costs);
-  (c) by_value_size   (a) with 190 / 100 / 20-byte values (smaller maps: 46 / 26 / 9 MB);
+  (c) by_value_size   (a) with 190 / 100 / 20-byte values (smaller maps: 46 / 26 / 10 MB);
   (d) two_threads     (a') split over two reader threads (LMDB readers never block each other;
                       py-lmdb holds the GIL during lookups);
   (e) decode_*        decoding values already fetched and cache-resident (1,000 distinct ones
@@ -32,7 +32,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import msgpack
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge_cache import GET_BATCH, _decode_batches, _get_batches, _keys, _value
+from edge_cache import GET_BATCH, _decode_batches, _get_batches, _keys, _lookups, _rate, _value
 
 BAR = 500_000
 WARM = 1_000  # distinct values the decode measures cycle through
@@ -62,12 +61,7 @@ class _Sample(msgspec.Struct):
 
 
 def _best_rate(n: int, fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+    return max(_rate(n, fn) for _ in range(repeat))
 
 
 def _env(root: Path, name: str, keys: list[bytes], values: list[bytes]) -> tuple[Any, Any]:
@@ -76,12 +70,6 @@ def _env(root: Path, name: str, keys: list[bytes], values: list[bytes]) -> tuple
     with env.begin(write=True) as txn, txn.cursor(db) as cur:
         cur.putmulti(list(zip(keys, values, strict=True)))
     return env, db
-
-
-def _lookups(env: Any, db: Any, batches: list[list[bytes]]) -> None:
-    with env.begin() as txn, txn.cursor(db) as cur:
-        for batch in batches:
-            list(map(cur.get, batch))
 
 
 def _getmulti(env: Any, db: Any, batches: list[list[bytes]]) -> None:
